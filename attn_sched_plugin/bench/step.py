@@ -1,0 +1,123 @@
+"""One engine-shaped attention step: L layers, each on its own paged KV cache, three variants.
+
+(a) ``fa3``: no metadata; FA3 schedules in every layer.
+(b) ``engine``: what SGLang >= 0.5.11 does, and vLLM for uniform models: metadata computed on the
+    host before each step (outside any graph) and copied into a persistent buffer the layers
+    read. Like SGLang, it covers plain-decode, full-attention, non-MLA layers only; the other
+    layers schedule themselves.
+(c) ``plugin``: the layers call the plugin's wrapped forward; ``new_step()`` starts the step.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+
+from .. import runtime
+from ..conventions import Binder
+from ..descriptor import derive
+from ..interceptor import wrap
+from .builds import FA3Build
+from .presets import Preset
+
+VARIANTS = ("fa3", "engine", "plugin")
+KV_BUDGET_BYTES = 24 * 2**30  # per-layer caches up to this; beyond it layers share caches round-robin
+
+
+class Step:
+    def __init__(self, preset: Preset, build: FA3Build, batch: int, context: int, q_len: int,
+                 device: torch.device, dtype=torch.bfloat16, seed: int = 0):
+        if not build.paged:
+            raise ValueError(f"the bench needs an FA3 build with paged KV; {build.name} has none")
+        self.preset, self.build, self.batch, self.context, self.q_len = preset, build, batch, context, q_len
+        gen = torch.Generator(device="cpu").manual_seed(seed)
+        p = preset
+        page = p.page_size
+        pages_per_seq = math.ceil(context / page)
+        num_pages = batch * pages_per_seq + 1
+        per_layer = 2 * num_pages * page * p.num_kv_heads * max(p.head_dim, p.head_dim_v) * dtype.itemsize
+        self.num_caches = max(1, min(p.layers, KV_BUDGET_BYTES // max(per_layer, 1)))
+
+        def rand(*shape):
+            return torch.randn(*shape, generator=gen, dtype=torch.float32).to(device=device, dtype=dtype)
+
+        self.k_caches = [rand(num_pages, page, p.num_kv_heads, p.head_dim) for _ in range(self.num_caches)]
+        # MLA: V is the latent cache (one KV head of width head_dim_v), QV the latent query
+        self.v_caches = [rand(num_pages, page, p.num_kv_heads, p.head_dim_v) for _ in range(self.num_caches)]
+        total_q = batch * q_len
+        self.q = rand(total_q, p.num_heads, p.head_dim)
+        self.qv = rand(total_q, p.num_heads, p.head_dim_v) if p.mla else None
+        self.sinks = rand(p.num_heads).float() if p.sinks else None
+        perm = torch.randperm(num_pages - 1, generator=gen)[: batch * pages_per_seq].to(torch.int32) + 1
+        self.block_table = perm.view(batch, pages_per_seq).to(device)
+        self.cu_seqlens_q = (torch.arange(batch + 1, dtype=torch.int32) * q_len).to(device)
+        self.cache_seqlens = torch.zeros(batch, dtype=torch.int32, device=device)
+        self.set_lengths(seed)
+        self.out = {v: torch.empty(p.layers, total_q, p.num_heads, p.head_dim_v, dtype=dtype, device=device)
+                    for v in VARIANTS}
+        self.wrapped = wrap(build.forward, build.provider, build.convention)
+        self._binder = Binder(build.forward, build.convention)
+        self.engine_buffers: dict[int, torch.Tensor] = {}
+        self._engine_layers = [i for i in range(p.layers) if self._engine_covers(i)]
+
+    def set_lengths(self, seed: int) -> None:
+        """New per-request KV lengths, in place (what an engine does between steps), max = context."""
+        gen = torch.Generator(device="cpu").manual_seed(seed)
+        lengths = torch.randint(max(self.q_len, self.context // 2), self.context + 1, (self.batch,), generator=gen)
+        lengths[0] = self.context
+        self.cache_seqlens.copy_(lengths.to(torch.int32))
+
+    def _engine_covers(self, layer: int) -> bool:
+        return self.q_len == 1 and self.preset.window_of(layer) is None and not self.preset.mla
+
+    def layer_kwargs(self, layer: int) -> dict:
+        p = self.preset
+        window = p.window_of(layer)
+        return dict(
+            q=self.q, k=self.k_caches[layer % self.num_caches], v=self.v_caches[layer % self.num_caches],
+            max_seqlen_q=self.q_len, cu_seqlens_q=self.cu_seqlens_q, max_seqlen_k=self.context,
+            seqused_k=self.cache_seqlens, block_table=self.block_table, q_v=self.qv, causal=True,
+            window_size=(-1, -1) if window is None else (window - 1, 0), s_aux=self.sinks, fa_version=3,
+        )
+
+    # -- (b) engine-style host precompute ------------------------------------------------------------
+    def engine_precompute(self) -> None:
+        """Outside the graph, every step: the engine's host call plus a copy into its buffer."""
+        if not self._engine_layers:
+            return
+        bound = self._binder.bind((), self.layer_kwargs(self._engine_layers[0]))
+        sig, batch = derive(self._binder.to_op_args(bound))
+        fresh = self.build.provider.compute(sig, batch)
+        buffer = self.engine_buffers.get(0)
+        if buffer is None:
+            buffer = self.engine_buffers[0] = torch.empty_like(fresh)
+        buffer.copy_(fresh)
+
+    # -- the step itself ------------------------------------------------------------------------------
+    def run(self, variant: str) -> None:
+        """All layers once, as the variant would (graph-capturable)."""
+        out = self.out[variant]
+        if variant == "plugin":
+            runtime.new_step()
+        for layer in range(self.preset.layers):
+            kwargs = self.layer_kwargs(layer)
+            if variant == "plugin":
+                self.wrapped(**kwargs, out=out[layer])
+                continue
+            metadata = self.engine_buffers.get(0) if variant == "engine" and layer in self._engine_layers else None
+            self.build.forward(**kwargs, out=out[layer], scheduler_metadata=metadata)
+
+    def distinct_shapes(self) -> int:
+        """Distinct (window) schedules per step: what the plugin should compute."""
+        return len({self.preset.window_of(i) for i in range(self.preset.layers)})
+
+
+def eager_step(step: Step, variant: str) -> Callable[[], None]:
+    def run():
+        if variant == "engine":
+            step.engine_precompute()
+        step.run(variant)
+
+    return run

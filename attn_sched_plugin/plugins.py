@@ -1,0 +1,54 @@
+"""The process-wide pluggy PluginManager: hookspecs, the stats observer, discovered adapters."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import pluggy
+
+from . import hookspecs
+
+log = logging.getLogger("attn_sched_plugin")
+
+_lock = threading.Lock()
+_manager: pluggy.PluginManager | None = None
+_adapters_loaded = False
+
+
+def manager() -> pluggy.PluginManager:
+    """The plugin manager, created on first use with the built-in stats observer registered."""
+    global _manager
+    if _manager is None:
+        with _lock:
+            if _manager is None:
+                from . import stats
+
+                pm = pluggy.PluginManager(hookspecs.PROJECT)
+                pm.add_hookspecs(hookspecs.AdapterSpec)
+                pm.add_hookspecs(hookspecs.ObserverSpec)
+                pm.register(stats.OBSERVER, name="attn_sched.stats")
+                _manager = pm
+    return _manager
+
+
+def load_adapters() -> pluggy.PluginManager:
+    """Load every adapter advertised in the ``attn_sched_plugin.adapters`` entry-point group, once.
+
+    A third-party adapter that fails to load is logged and skipped; it never stops the others.
+    """
+    global _adapters_loaded
+    pm = manager()
+    with _lock:
+        if not _adapters_loaded:
+            _adapters_loaded = True
+            from importlib.metadata import entry_points
+
+            for ep in entry_points(group=hookspecs.ADAPTER_GROUP):
+                if pm.get_plugin(ep.name) is not None or pm.is_blocked(ep.name):
+                    continue
+                try:
+                    pm.register(ep.load(), name=ep.name)
+                except Exception as exc:  # a broken third-party adapter must not break serving
+                    log.warning("attn-sched: adapter entry point %r failed to load: %s", ep.name, exc)
+    return pm

@@ -1,0 +1,93 @@
+"""Environment switches, parsed in one place so a bad value gets one clear message."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Mapping
+
+log = logging.getLogger("attn_sched_plugin")
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("", "0", "false", "no", "off")
+
+
+class SwitchError(ValueError):
+    """An environment variable holds a value we do not accept."""
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    raw = env.get(name, "")
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise SwitchError(f"{name}={raw!r} is not valid; accepted values: 1/true/yes/on or 0/false/no/off (or unset)")
+
+
+def _choice(env: Mapping[str, str], name: str, accepted: tuple[str, ...]) -> str:
+    raw = env.get(name, "")
+    value = raw.strip().lower() or accepted[0]
+    if value not in accepted:
+        raise SwitchError(f"{name}={raw!r} is not valid; accepted values: {', '.join(accepted)}")
+    return value
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "")
+    if not raw.strip():
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if value < 0:
+        raise SwitchError(f"{name}={raw!r} is not valid; accepted values: a number of seconds >= 0 (0 = never)")
+    return value
+
+
+class Switches:
+    """The switches in force. ``errors`` lists the invalid ones (their defaults were used)."""
+
+    SGLANG_MODES = ("in-graph", "replace")
+
+    def __init__(self, env: Mapping[str, str] | None = None):
+        env = os.environ if env is None else env
+        self.errors: list[str] = []
+        self.disabled = self._read(_flag, env, "ATTN_SCHED_DISABLE", default=False)
+        self.verify = self._read(_flag, env, "ATTN_SCHED_VERIFY", default=False)
+        self.summary_interval_s = self._read(_seconds, env, "ATTN_SCHED_SUMMARY_INTERVAL", 600.0, default=600.0)
+        self.sglang_mode = self._read(_choice, env, "ATTN_SCHED_SGLANG_MODE", self.SGLANG_MODES, default="in-graph")
+
+    def _read(self, parse, env, name, *args, default):
+        try:
+            return parse(env, name, *args)
+        except SwitchError as exc:
+            self.errors.append(str(exc))
+            return default
+
+    def as_dict(self) -> dict:
+        return {
+            "ATTN_SCHED_DISABLE": self.disabled,
+            "ATTN_SCHED_VERIFY": self.verify,
+            "ATTN_SCHED_SUMMARY_INTERVAL": self.summary_interval_s,
+            "ATTN_SCHED_SGLANG_MODE": self.sglang_mode,
+        }
+
+
+_current: Switches | None = None
+
+
+def current() -> Switches:
+    """The process's switches, read once."""
+    return _current if _current is not None else reload()
+
+
+def reload(env: Mapping[str, str] | None = None) -> Switches:
+    """(Re-)read the switches; each invalid value is logged once, and its default is used."""
+    global _current
+    _current = Switches(env)
+    for message in _current.errors:
+        log.error("attn-sched: %s; using the default", message)
+    return _current

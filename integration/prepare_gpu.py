@@ -1,0 +1,66 @@
+"""Pack the two real FA3 builds for the offline GPU machine (no network, 64 MiB per run).
+
+Downloads here, from the package index, the wheels named in the notes and keeps only what the
+GPU run needs, xz-compressed (the 173 MB vLLM library packs to ~8 MB):
+
+  .gpu/vllm_fa3/_vllm_fa3_C.abi3.so.xz   from vllm==0.33.0 (vllm/vllm_flash_attn/)
+  .gpu/fa3_fwd/...xz                      the fa3-fwd==0.0.3 wheel's package and interface
+
+``.gpu/`` is git-ignored: binaries are never committed. On the GPU machine,
+``integration/gpu_run.sh`` unpacks them. Usage: python integration/prepare_gpu.py [--dest .gpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import lzma
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+WHEELS = {
+    "vllm==0.33.0": {"vllm/vllm_flash_attn/_vllm_fa3_C.abi3.so": "vllm_fa3/_vllm_fa3_C.abi3.so"},
+    "fa3-fwd==0.0.3": {
+        "fa3_fwd/_C.abi3.so": "fa3_fwd/fa3_fwd/_C.abi3.so",
+        "fa3_fwd_interface.py": "fa3_fwd/fa3_fwd_interface.py",
+        "fa3_fwd_config.py": "fa3_fwd/fa3_fwd_config.py",
+    },
+}
+LIMIT = 60 * 2**20  # leave room for the working tree under the 64 MiB per call
+
+
+def fetch(requirement: str, into: Path) -> Path:
+    subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+                    "--python-version", "3.12", "--platform", "manylinux_2_28_x86_64", "-d", str(into),
+                    requirement], check=True)
+    name = requirement.split("==")[0].replace("-", "_")
+    return next(into.glob(f"{name}-*.whl"))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dest", type=Path, default=Path(".gpu"))
+    ap.add_argument("--cache", type=Path, default=None, help="directory of already downloaded wheels")
+    args = ap.parse_args()
+    total = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        for requirement, members in WHEELS.items():
+            wheel = fetch(requirement, args.cache or Path(tmp))
+            with zipfile.ZipFile(wheel) as zf:
+                for member, target in members.items():
+                    out = args.dest / (target + ".xz")
+                    out.parent.mkdir(parents=True, exist_ok=True)
+                    out.write_bytes(lzma.compress(zf.read(member), preset=9 | lzma.PRESET_EXTREME))
+                    total += out.stat().st_size
+                    print(f"{out} ({out.stat().st_size / 2**20:.1f} MiB) from {wheel.name}:{member}")
+    if total > LIMIT:
+        print(f"packed builds take {total / 2**20:.1f} MiB, over the {LIMIT / 2**20:.0f} MiB budget", file=sys.stderr)
+        return 1
+    print(f"packed {total / 2**20:.1f} MiB into {args.dest}/ (carry it: carry=['{args.dest}'])")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,83 @@
+"""CUDA graphs on real FA3: metadata computed inside the capture, replayed with changing lengths."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from attn_sched_plugin import runtime
+from attn_sched_plugin.bench.presets import PRESETS
+from attn_sched_plugin.bench.step import Step
+from attn_sched_plugin.bench.timing import capture, prepare_launches
+from attn_sched_plugin.verify import bitwise_equal
+
+pytestmark = pytest.mark.gpu
+REPLAYS = int(os.environ.get("ATTN_SCHED_GPU_REPLAYS", "1000"))
+
+
+def _replay_against_eager(step: Step, graph, replays: int, idle: bool) -> int:
+    """Replay with new lengths each time; compare with FA3 alone run eagerly. Returns mismatches."""
+    mismatches = 0
+    for r in range(replays):
+        step.set_lengths(seed=100 + r)
+        if idle and r % 3 == 0:  # idle requests, the DP-attention / prefill-CP situation
+            step.cache_seqlens[1::4] = 0 if step.q_len == 1 else step.q_len
+        graph.replay()
+        step.run("fa3")
+        mismatches += not bitwise_equal(step.out["plugin"], step.out["fa3"])
+    torch.cuda.synchronize()
+    return mismatches
+
+
+@pytest.mark.parametrize("preset,q_len,batch,context", [
+    ("qwen3-32b-tp4", 1, 8, 2048),
+    ("gpt-oss-120b-like", 1, 16, 1024),
+    ("gemma-3-27b-like", 4, 4, 2048),
+    ("deepseek-v3-like-mla", 1, 8, 1024),
+    ("gpt-oss-120b-like", 4, 8, 512),
+])
+def test_graph_replays_bitwise_equal_to_eager(vllm_build, record, preset, q_len, batch, context):
+    p = PRESETS[preset]._replace(layers=min(PRESETS[preset].layers, 12))
+    step = Step(p, vllm_build, batch, context, q_len, torch.device("cuda"))
+    graph = capture(lambda: step.run("plugin"))
+    launches = prepare_launches(graph.replay)
+    mismatches = _replay_against_eager(step, graph, REPLAYS, idle=True)
+    record(replays=REPLAYS, mismatches=mismatches, prepare_launches=launches, distinct=step.distinct_shapes(),
+           layers=p.layers)
+    assert mismatches == 0
+    assert launches == step.distinct_shapes()  # one metadata kernel per distinct shape per step
+
+
+def test_eager_metadata_never_reaches_a_capture(vllm_build, record):
+    """The hazard in the notes: warm-ups compute metadata eagerly in the same step as the capture.
+    The capture must compute its own (recorded) metadata, or replays with new lengths go wrong."""
+    p = PRESETS["qwen3-32b-tp4"]._replace(layers=4)
+    step = Step(p, vllm_build, 8, 2048, 1, torch.device("cuda"))
+    runtime.new_step()
+    layer_calls = lambda: [step.wrapped(**step.layer_kwargs(i), out=step.out["plugin"][i]) for i in range(p.layers)]  # noqa: E731
+    layer_calls()  # eager warm-up, same step, no new_step() before the capture
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        layer_calls()
+    mismatches = _replay_against_eager(step, graph, 200, idle=False)
+    record(mismatches=mismatches)
+    assert mismatches == 0
+
+
+def test_engine_style_precompute_with_stale_parameters_is_what_we_avoid(vllm_build, record):
+    """Control: metadata computed eagerly once and baked into a graph goes stale at replay
+    (the bug class the plugin's capture-context rule prevents). Documents that the suite can fail."""
+    p = PRESETS["qwen3-32b-tp4"]._replace(layers=2)
+    step = Step(p, vllm_build, 8, 2048, 1, torch.device("cuda"))
+    step.engine_precompute()
+    stale = step.engine_buffers[0].clone()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for i in range(p.layers):
+            step.build.forward(**step.layer_kwargs(i), out=step.out["plugin"][i], scheduler_metadata=stale)
+    mismatches = _replay_against_eager(step, graph, 50, idle=False)
+    record(stale_mismatches=mismatches)
+    assert mismatches > 0

@@ -1,0 +1,122 @@
+"""Drive the real FlashAttentionMetadataBuilder and FlashAttentionImpl.forward on CPU.
+
+The reference FA3 rejects metadata computed for any parameter the forward derives differently,
+so a passing output comparison also proves every injected tensor was exact for its call.
+"""
+
+import pytest
+import torch
+
+pytest.importorskip("vllm")
+
+from attn_sched_plugin import runtime, stats  # noqa: E402
+from attn_sched_plugin.adapters import vllm as adapter  # noqa: E402
+from tests.reference import fa3_reference as ref  # noqa: E402
+from tests.vllm import harness  # noqa: E402
+
+pytestmark = pytest.mark.vllm
+
+MIXED = [None, 8, None, 8, 32]  # gpt-oss / Gemma-like: three distinct window configs
+# two steps; max_seq_len equals the table span (3 blocks x 16), see test_native_mismatch
+STEPS = [([1, 1, 3], [30, 17, 48]), ([1, 1, 1], [31, 18, 48])]
+
+
+def _backend(patched: bool):
+    from vllm.v1.attention.backends import flash_attn as fa
+    from vllm.v1.attention.backends.registry import AttentionBackendEnum
+
+    return AttentionBackendEnum.FLASH_ATTN.get_class() if patched else fa.FlashAttentionBackend
+
+
+def _run(tmp_path, windows, patched, method="build", tweak=None):
+    model = harness.make_model(harness.vllm_config(tmp_path), windows, _backend(patched))
+    if tweak is not None:
+        tweak(model.builder)
+    outputs, counters, steps = [], [], set()
+    for i, (q_lens, s_lens) in enumerate(STEPS):
+        ref.COUNTERS.clear()
+        outputs += harness.run_step(model, harness.make_batch(q_lens, s_lens, 3, seed=i), method, seed=i)
+        counters.append(dict(ref.COUNTERS))
+        steps.add(runtime.state().tally.step)
+    # every metadata build must have started a new step exactly when our builder is in use
+    assert len(steps) == (2 if patched else 1)
+    return model, outputs, counters
+
+
+def _delta(before: dict) -> dict:
+    after = stats.snapshot()
+    out = {k: after[k] - before[k] for k in ("calls", "injected", "computed")}
+    out["passthrough"] = {r: n - before["passthrough"].get(r, 0) for r, n in after["passthrough"].items()
+                          if n != before["passthrough"].get(r, 0)}
+    return out
+
+
+def test_registered_backend_is_ours(install):
+    install()
+    backend = _backend(True)
+    assert backend.__module__ == "attn_sched_plugin.adapters.vllm_backend"
+    assert getattr(backend.get_builder_cls().build, adapter.STEP_MARK)
+
+
+@pytest.mark.parametrize("method", ["build", "build_for_drafting"])
+def test_mixed_windows_one_metadata_per_window_per_step(install, tmp_path, method):
+    _, expected, plain = _run(tmp_path, MIXED, patched=False, method=method)
+    assert [c.get("prepare") for c in plain] == [len(MIXED)] * 2  # AOT off: every layer prepares
+    install()
+    before = stats.snapshot()
+    model, got, counted = _run(tmp_path, MIXED, patched=True, method=method)
+    assert model.builder.aot_schedule is (method == "build_for_drafting")  # vLLM itself turned AOT off
+    assert [c.get("metadata") for c in counted] == [3, 3]  # (-1,-1), (7,0), (31,0) per step
+    assert all(c.get("prepare", 0) == 0 for c in counted)
+    assert all(torch.equal(a, b) for a, b in zip(got, expected))
+    d = _delta(before)
+    assert (d["calls"], d["injected"], d["computed"]) == (10, 10, 6)
+
+
+def test_drafter_uniform_model_shares_one(install, tmp_path):
+    """fast_build skips vLLM's AOT metadata even for a uniform model: we compute one per step."""
+    _, expected, plain = _run(tmp_path, [None] * 3, patched=False, method="build_for_drafting")
+    assert [c.get("prepare") for c in plain] == [3, 3]
+    install()
+    _, got, counted = _run(tmp_path, [None] * 3, patched=True, method="build_for_drafting")
+    assert [c.get("metadata") for c in counted] == [1, 1]
+    assert all(torch.equal(a, b) for a, b in zip(got, expected))
+
+
+def test_uniform_model_keeps_vllm_metadata(install, tmp_path):
+    _, expected, _ = _run(tmp_path, [None] * 3, patched=False)
+    install()
+    before = stats.snapshot()
+    _, got, counted = _run(tmp_path, [None] * 3, patched=True)
+    assert [c.get("metadata") for c in counted] == [1, 1]  # vLLM's own, once per step
+    assert all(torch.equal(a, b) for a, b in zip(got, expected))
+    d = _delta(before)
+    assert (d["injected"], d["computed"], d["passthrough"]) == (0, 0, {"engine_native": 6})
+
+
+def _full_graph(builder):
+    """What vLLM sets for FULL CUDA graphs (not constructible on CPU): explicit split bound."""
+    builder.use_full_cuda_graph, builder.max_cudagraph_size, builder.max_num_splits = True, 512, 32
+
+
+def test_full_graph_num_splits_reaches_metadata(install, tmp_path):
+    """Mixed windows under FULL graphs: vLLM passes num_splits=32 and no metadata; ours uses 32."""
+    _, expected, _ = _run(tmp_path, MIXED, patched=False, method="build_for_cudagraph_capture", tweak=_full_graph)
+    install()
+    known = set(ref._REGISTRY)
+    _, got, counted = _run(tmp_path, MIXED, patched=True, method="build_for_cudagraph_capture", tweak=_full_graph)
+    assert [c.get("metadata") for c in counted] == [3, 3]
+    assert {state[18] for i, state in ref._REGISTRY.items() if i not in known} == {32}  # num_splits
+    assert all(torch.equal(a, b) for a, b in zip(got, expected))
+
+
+def test_native_mismatch_window_normalisation(install, tmp_path):
+    """Uniform window 8, live max 6 < window < table span 48: vLLM's metadata says 'no window'."""
+    install()
+    model = harness.make_model(harness.vllm_config(tmp_path), [8] * 3, _backend(True))
+    before = adapter.native_inconsistencies().get("window_normalisation", 0)
+    with pytest.raises(RuntimeError, match="computed for other parameters"):
+        harness.run_step(model, harness.make_batch([1, 1], [6, 5], 3))
+    assert adapter.native_inconsistencies()["window_normalisation"] == before + 1
+    harness.run_step(model, harness.make_batch([1, 1], [48, 5], 3))  # live max == span: consistent
+    assert adapter.native_inconsistencies()["window_normalisation"] == before + 1
