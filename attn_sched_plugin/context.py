@@ -19,7 +19,7 @@ log = logging.getLogger("attn_sched_plugin")
 NOT_CAPTURING = 0
 UNKNOWN_CAPTURE = -1
 
-_CPU = ("cpu", 0, NOT_CAPTURING)
+_CPU = ("cpu", 0, NOT_CAPTURING)  # device, stream, capture
 
 
 @functools.lru_cache(maxsize=1)

@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Write docs/how-it-works.svg, the data-path diagram shown in the README.
 
 Plain Python that writes SVG text, so the picture needs no graphviz and the committed
@@ -43,8 +44,8 @@ class Box:
 
 def _box(b: Box) -> list[str]:
     out = [
-        f'<rect x="{b.x}" y="{b.y}" width="{b.w}" height="{b.h}" rx="8" '
-        f'fill="{b.fill}" stroke="#3c4043" stroke-width="1.2"/>',
+        (f'<rect x="{b.x}" y="{b.y}" width="{b.w}" height="{b.h}" rx="8" '
+         f'fill="{b.fill}" stroke="#3c4043" stroke-width="1.2"/>'),
         f'<text x="{b.x + 12}" y="{b.y + 21}" class="t">{escape(b.title)}</text>',
     ]
     for i, line in enumerate(b.lines):
@@ -100,13 +101,13 @@ def render() -> str:
     ), fill=SIDE)
 
     parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" '
-        f'viewBox="0 0 {WIDTH} {HEIGHT}">',
+        (f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" '
+         f'viewBox="0 0 {WIDTH} {HEIGHT}">'),
         "<defs>",
-        '<marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="8" '
-        'markerHeight="8" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="#3c4043"/></marker>',
-        f"<style>text{{font-family:{FONT};fill:#202124}} .t{{font-size:14px;font-weight:bold}} "
-        ".b{font-size:12px} .l{font-size:12px;font-style:italic} .h{font-size:18px;font-weight:bold}</style>",
+        ('<marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="8" '
+         'markerHeight="8" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="#3c4043"/></marker>'),
+        (f"<style>text{{font-family:{FONT};fill:#202124}} .t{{font-size:14px;font-weight:bold}} "
+         ".b{font-size:12px} .l{font-size:12px;font-style:italic} .h{font-size:18px;font-weight:bold}</style>"),
         "</defs>",
         f'<rect width="{WIDTH}" height="{HEIGHT}" fill="#ffffff"/>',
         '<text x="30" y="34" class="h">attn-sched-plugin: one FA3 call, from the engine to the kernel</text>',

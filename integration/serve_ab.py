@@ -283,20 +283,43 @@ def wait_healthy(port: int, proc: subprocess.Popen, timeout: float, log: Path) -
                     return
         except (urllib.error.URLError, OSError):
             pass
-        time.sleep(2)
+        time.sleep(1)
     raise RuntimeError(f"server not healthy at {url} after {timeout:.0f} s; see {log}")
 
 
+def _group_running(pgid: int) -> bool:
+    """Whether a process of the group is still running (zombies left to be reaped do not count)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
+
+
+def _wait_group(proc: subprocess.Popen, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        proc.poll()  # reap the leader
+        if not _group_running(proc.pid):
+            return True
+        time.sleep(0.2)
+    return False
+
+
 def stop(proc: subprocess.Popen) -> None:
-    """Stop the server and every process it started (its own process group)."""
-    if proc.poll() is not None:
-        return
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=120)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    """Stop the server and every process it started (its own process group) and wait until all
+    are gone, so the next server finds the GPUs and the port free."""
+    for sig, timeout in ((signal.SIGTERM, 120.0), (signal.SIGKILL, 30.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        if _wait_group(proc, timeout):
+            break
+    proc.wait()
 
 
 def execute(o: Options, steps: list[Step]) -> None:

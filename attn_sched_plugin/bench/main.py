@@ -21,7 +21,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--replays", type=int, default=200, help="alternating replays per variant (>= 200 for results)")
     p.add_argument("--fa3", default=None, help="FA3 build: vllm, vllm-lib:PATH or fa3_fwd (default: first found; "
                                                "ATTN_SCHED_FA3_LIB=PATH selects vllm-lib:PATH)")
-    p.add_argument("--tp", type=int, default=1, help="tensor-parallel degree: one process per GPU (NCCL)")
+    p.add_argument("--tp", type=int, default=None,
+                   help="tensor-parallel degree: one process per GPU (NCCL), heads sharded N ways, all-reduce "
+                        "between layers (--tp 1 runs that layout on one GPU)")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="directory for JSON and PNG")
     p.add_argument("--tag", default="bench", help="file name stem of the results")
 
@@ -62,7 +64,7 @@ def main(args) -> int:
         print(f"attn-sched bench: needs a Hopper GPU and an FA3 build: {reason}; run `attn-sched doctor` for details",
               file=sys.stderr)
         return 2
-    if args.tp > 1:
+    if args.tp is not None:
         from .tp import launch
 
         return launch(args)

@@ -19,9 +19,9 @@ GRAPHED = ("decode", "verify")
 
 
 def point(preset: Preset, build: FA3Build, batch: int, context: int, mode: str, replays: int,
-          device: torch.device) -> dict:
+          device: torch.device, after_layer=None) -> dict:
     """Time one (preset, batch, context, mode); graphs for decode/verify, eager for extend."""
-    step = Step(preset, build, batch, context, MODES[mode], device)
+    step = Step(preset, build, batch, context, MODES[mode], device, after_layer=after_layer)
     host_work = {"engine": step.engine_precompute}
     if mode in GRAPHED:
         step.engine_precompute()  # the engine's persistent buffer exists before capture

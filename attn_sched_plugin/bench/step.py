@@ -28,10 +28,12 @@ KV_BUDGET_BYTES = 24 * 2**30  # per-layer caches up to this; beyond it layers sh
 
 class Step:
     def __init__(self, preset: Preset, build: FA3Build, batch: int, context: int, q_len: int,
-                 device: torch.device, dtype=torch.bfloat16, seed: int = 0):
+                 device: torch.device, dtype=torch.bfloat16, seed: int = 0,
+                 after_layer: Callable[[], None] | None = None):
         if not build.paged:
             raise ValueError(f"the bench needs an FA3 build with paged KV; {build.name} has none")
         self.preset, self.build, self.batch, self.context, self.q_len = preset, build, batch, context, q_len
+        self.after_layer = after_layer  # e.g. the tensor-parallel all-reduce between layers
         gen = torch.Generator(device="cpu").manual_seed(seed)
         p = preset
         page = p.page_size
@@ -49,7 +51,7 @@ class Step:
         total_q = batch * q_len
         self.q = rand(total_q, p.num_heads, p.head_dim)
         self.qv = rand(total_q, p.num_heads, p.head_dim_v) if p.mla else None
-        self.sinks = rand(p.num_heads).float() if p.sinks else None
+        self.sinks = rand(p.num_heads) if p.sinks else None  # FA3 takes sinks in bf16 only
         perm = torch.randperm(num_pages - 1, generator=gen)[: batch * pages_per_seq].to(torch.int32) + 1
         self.block_table = perm.view(batch, pages_per_seq).to(device)
         self.cu_seqlens_q = (torch.arange(batch + 1, dtype=torch.int32) * q_len).to(device)
@@ -105,9 +107,11 @@ class Step:
             kwargs = self.layer_kwargs(layer)
             if variant == "plugin":
                 self.wrapped(**kwargs, out=out[layer])
-                continue
-            metadata = self.engine_buffers.get(0) if variant == "engine" and layer in self._engine_layers else None
-            self.build.forward(**kwargs, out=out[layer], scheduler_metadata=metadata)
+            else:
+                metadata = self.engine_buffers.get(0) if variant == "engine" and layer in self._engine_layers else None
+                self.build.forward(**kwargs, out=out[layer], scheduler_metadata=metadata)
+            if self.after_layer is not None:
+                self.after_layer()
 
     def distinct_shapes(self) -> int:
         """Distinct (window) schedules per step: what the plugin should compute."""

@@ -11,19 +11,9 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # `tests.reference` is imported as a namespace package from the repo root
     sys.path.insert(0, str(ROOT))
 
-from attn_sched_plugin import activation, interceptor, runtime, stats, switches, verify  # noqa: E402
+from attn_sched_plugin import runtime, switches  # noqa: E402
+from core_state import reset_plugin_state  # noqa: E402
 from tests.reference import fa3_reference  # noqa: E402
-
-
-def reset_plugin_state() -> None:
-    """Forget everything the core remembers process-wide, so each test starts from nothing."""
-    switches.reload(env={})
-    runtime.new_step()
-    stats.OBSERVER.reset()
-    interceptor._rejected.clear()
-    interceptor._logged_errors.clear()
-    verify._reported.clear()
-    activation._installed.clear()
 
 
 @pytest.fixture(autouse=True)

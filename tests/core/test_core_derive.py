@@ -133,6 +133,17 @@ def test_k_new_length(ref):
     assert batch.max_seqlen_k_new == 3
 
 
+def test_cu_seqlens_k_new_without_k_new_is_ignored_like_fa3(ref):
+    """SGLang passes ``cu_seqlens_k_new=cu_seqlens_k`` on every decode/extend call with ``k=None``.
+
+    FA3's mha_fwd reads ``cu_seqlens_k_new`` only inside ``if (k_new_.has_value())``, so the
+    forward schedules exactly as without it; declining here would pass every SGLang call through.
+    """
+    call = kvcache_call(b=2, cu_seqlens_k_new=i32([0, 5, 9]))
+    _, batch = kv(ref, **call)
+    assert batch.max_seqlen_k_new == 0
+
+
 def test_leftpad(ref):
     pad = i32([1, 0])
     _, batch = kv(ref, **kvcache_call(b=2, cache_leftpad=pad))
@@ -162,7 +173,8 @@ def _inference_seqlens():
         ({"cache_seqlens": 5}, "seqused_k_not_tensor"),
         ({"cache_batch_idx": i32([1, 0])}, "kv_batch_idx"),
         ({"rotary_cos": torch.zeros(16, 32), "rotary_sin": torch.zeros(16, 32)}, "rotary_cos"),
-        ({"cu_seqlens_k_new": i32([0, 1, 2])}, "cu_seqlens_k_new"),
+        ({"k": torch.zeros(2, 1, 2, 64, dtype=torch.bfloat16), "v": torch.zeros(2, 1, 2, 64, dtype=torch.bfloat16),
+          "cu_seqlens_k_new": i32([0, 1, 2])}, "cu_seqlens_k_new"),
         ({"cache_seqlens": torch.tensor([3, 5], dtype=torch.int64)}, "seqused_k_layout"),
         ({"cache_seqlens": i32([3, 5, 7])}, "seqused_k_layout"),
         ({"cache_seqlens": i32([3, 9, 5, 9])[::2]}, "seqused_k_layout"),

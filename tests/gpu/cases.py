@@ -95,7 +95,7 @@ def vllm_call(c: dict, device="cuda") -> dict:
         causal=c["causal"], window_size=None if c["window"] is None else (c["window"], 0), softcap=c["softcap"],
         num_splits=c["num_splits"], fa_version=3,
         q_v=rnd(total_q, c["h"], c["hdv"]) if c["mla"] else None,
-        s_aux=torch.randn(c["h"], generator=g).to(device) if c["sinks"] else None,
+        s_aux=torch.randn(c["h"], generator=g).to(device=device, dtype=torch.bfloat16) if c["sinks"] else None,
     )
     if c["fp8"]:
         for name in ("q", "k", "v"):
@@ -129,14 +129,15 @@ def run_cases(build, make_case, make_call, count: int, seed: int) -> dict:
 
     wrapped = wrap(build.forward, build.provider, build.convention)
     rng = random.Random(seed)
-    tally, failures, reasons = Counter(), [], Counter()
+    tally, failures, reasons, rejected = Counter(), [], Counter(), Counter()
     for _ in range(count):
         case = make_case(rng)
         kwargs = make_call(case)
         try:
             plain = build.forward(**kwargs)
-        except RuntimeError:
+        except RuntimeError as exc:
             tally["fa3_rejects_case"] += 1
+            rejected[str(exc).splitlines()[0][-120:]] += 1
             continue
         before = stats.snapshot()
         runtime.new_step()
@@ -155,4 +156,4 @@ def run_cases(build, make_case, make_call, count: int, seed: int) -> dict:
             tally["mismatches"] += 1
             if len(failures) < 20:
                 failures.append(case)
-    return {"counts": dict(tally), "passthrough": dict(reasons), "failures": failures}
+    return {"counts": dict(tally), "passthrough": dict(reasons), "fa3_rejected": dict(rejected), "failures": failures}

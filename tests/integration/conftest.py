@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
-from typing import Callable
 
 import pytest
 
@@ -58,3 +58,8 @@ def _capture_parse(entry: Callable[[], object], argv: list[str], monkeypatch: py
 @pytest.fixture
 def capture_parse(monkeypatch: pytest.MonkeyPatch) -> Callable[[Callable[[], object], list[str]], argparse.Namespace]:
     return lambda entry, argv: _capture_parse(entry, argv, monkeypatch)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "packaging: builds the wheel and sdist and runs them in a fresh venv (~30 s, at most ~2 min)")

@@ -15,7 +15,7 @@ import pytest
 
 pytest.importorskip("sglang")
 
-from sglang.srt.server_args import prepare_server_args  # noqa: E402
+from sglang.srt.server_args import prepare_server_args
 
 pytestmark = [pytest.mark.sglang, pytest.mark.filterwarnings("ignore::FutureWarning"),
               pytest.mark.filterwarnings("ignore::DeprecationWarning"), pytest.mark.filterwarnings("ignore::UserWarning")]
@@ -38,7 +38,7 @@ def test_server_command_parses(steps, capture_parse):
     assert len(servers) == 2
     for step in servers:
         assert step.argv[1:3] == ["-m", "sglang.launch_server"]
-        ns = capture_parse(lambda: prepare_server_args(step.argv[3:]), ["sglang.launch_server", *step.argv[3:]])
+        ns = capture_parse(lambda argv=step.argv[3:]: prepare_server_args(argv), ["sglang.launch_server", *step.argv[3:]])
         assert (ns.model_path, ns.tp_size, ns.host, ns.port) == ("Qwen/Qwen3-32B", 4, "127.0.0.1", 30000)
         assert ns.attention_backend == "fa3"
 

@@ -12,7 +12,7 @@ import pytest
 
 pytest.importorskip("vllm")
 
-from vllm.entrypoints.cli.main import main as vllm_main  # noqa: E402
+from vllm.entrypoints.cli.main import main as vllm_main
 
 pytestmark = pytest.mark.vllm
 
@@ -84,7 +84,7 @@ class _Tokenizer:
     """Just what vLLM's random sampler touches: ids <-> text one word per token."""
 
     vocab_size = 32000
-    all_special_ids: list[int] = []
+    all_special_ids = ()
 
     def num_special_tokens_to_add(self) -> int:
         return 0

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.sglang
 
 # mimics a scheduler process: sgl_kernel is imported (by SGLang's own modules) before load_plugins()
 PROBE = r"""
-import json, sys
+import json
 import sgl_kernel
 from sglang.srt.plugins import load_plugins
 load_plugins()
@@ -22,7 +22,6 @@ from attn_sched_plugin.adapters import sglang_targets as targets
 report = activation.installed().get("sglang")
 wrapped = {}
 for target in (report.wrapped if report else []):
-    owner, attr = target.rsplit(".", 1)
     wrapped[target] = hasattr(targets.resolve(target), "__wrapped__")
 from sglang.srt.layers.attention import flashattention_backend as fb
 era = targets.era_for(targets.parse(targets.installed_version()))
@@ -54,7 +53,7 @@ def test_load_plugins_activates_adapter_and_wraps_every_target(subprocess_env):
 
 
 def test_sglang_plugins_allow_list_without_us_loads_nothing(subprocess_env):
-    result = _run({**subprocess_env, "SGLANG_PLUGINS": "smg-zmq"})
+    result = _run({**subprocess_env, "SGLANG_PLUGINS": "some_other_plugin"})
     assert result["report"] is None
     assert not result["entry_hooked"] and not result["init_hooked"]
 

@@ -37,7 +37,7 @@ def fa3_in_place(monkeypatch) -> None:
 
 
 def vllm_config(tmp_path: pathlib.Path, max_model_len: int = 256):
-    from vllm.config import ModelConfig, VllmConfig
+    from vllm.config import DeviceConfig, ModelConfig, VllmConfig
 
     model = tmp_path / "tiny"
     model.mkdir(exist_ok=True)
@@ -49,7 +49,8 @@ def vllm_config(tmp_path: pathlib.Path, max_model_len: int = 256):
     }))
     mc = ModelConfig(model=str(model), tokenizer=str(model), skip_tokenizer_init=True, dtype="float32",
                      max_model_len=max_model_len)
-    return VllmConfig(model_config=mc)
+    # explicit: the CUDA wheel on a machine without a GPU detects no platform
+    return VllmConfig(model_config=mc, device_config=DeviceConfig(device="cpu"))
 
 
 @dataclass

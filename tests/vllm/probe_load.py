@@ -3,19 +3,22 @@
 
 import json
 import os
-import sys
+
+import importlib
+import importlib.util
 
 import torch
 
 import vllm.plugins
+from attn_sched_plugin.adapters import vllm_targets as targets
+
+VERSION = targets.installed_version()
+ENTRY_MODULES = [m for m in (targets.FA_MODULE, targets.DIFFKV_MODULE) if importlib.util.find_spec(m)]
 
 if os.environ.get("PROBE_NO_FA3") != "1":
     from tests.vllm import standin
-    import vllm.v1.attention.backends.flash_attn as fa
-    import vllm.v1.attention.backends.flash_attn_diffkv as diffkv
-
-    fa.flash_attn_varlen_func = standin.make_varlen()
-    diffkv.flash_attn_varlen_func = standin.make_varlen()
+    for name in ENTRY_MODULES:
+        importlib.import_module(name).flash_attn_varlen_func = standin.make_varlen()
 
 vllm.plugins.load_general_plugins()
 if os.environ.get("PROBE_TWICE") == "1":
@@ -24,9 +27,8 @@ if os.environ.get("PROBE_TWICE") == "1":
     vllm_plugin()
 
 from attn_sched_plugin import activation  # noqa: E402
-from attn_sched_plugin.adapters import vllm as adapter, vllm_targets as targets  # noqa: E402
+from attn_sched_plugin.adapters import vllm as adapter  # noqa: E402
 from attn_sched_plugin.interceptor import is_wrapped  # noqa: E402
-from vllm.v1.attention.backends.registry import AttentionBackendEnum  # noqa: E402
 
 report = activation.installed().get("vllm")
 
@@ -39,14 +41,17 @@ def depth(fn) -> int:
     return n
 
 
-builder = sys.modules[targets.FA_MODULE].FlashAttentionMetadataBuilder
+builder = importlib.import_module(targets.FA_MODULE).FlashAttentionMetadataBuilder
+registries = [importlib.import_module(m) for m in targets.registry_modules(VERSION) if importlib.util.find_spec(m)]
+enum = registries[0].AttentionBackendEnum if registries else None
 print(json.dumps({
     "loaded": "vllm" in activation.installed(),
     "report": None if report is None else report.as_dict(),
-    "entries": {m: is_wrapped(getattr(sys.modules[m], targets.FA3_ENTRY, None))
-                for m in (targets.FA_MODULE, targets.DIFFKV_MODULE)},
-    "wrap_depth": depth(getattr(sys.modules[targets.FA_MODULE], targets.FA3_ENTRY, None)),
-    "overrides": {n: AttentionBackendEnum[n].get_path() for n in targets.OVERRIDES},
+    "version": VERSION,
+    "entries": {m: is_wrapped(getattr(importlib.import_module(m), targets.FA3_ENTRY, None)) for m in ENTRY_MODULES},
+    "wrap_depth": depth(getattr(importlib.import_module(targets.FA_MODULE), targets.FA3_ENTRY, None)),
+    "overrides": {} if enum is None else {n: enum[n].get_path() for n in targets.OVERRIDES if n in enum.__members__},
+    "step_methods": [n for n in targets.STEP_METHODS if hasattr(builder, n)],
     "builder_patched": [n for n in targets.STEP_METHODS if getattr(getattr(builder, n, None), adapter.STEP_MARK, False)],
     "cuda_initialized": torch.cuda.is_initialized(),
 }))

@@ -1,0 +1,95 @@
+"""Environment switches: accepted values, and one clear message per invalid value."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from attn_sched_plugin import switches
+
+FLAGS = {"ATTN_SCHED_DISABLE": "disabled", "ATTN_SCHED_VERIFY": "verify"}
+
+
+def errors(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def test_defaults():
+    s = switches.reload(env={})
+    assert (s.disabled, s.verify, s.summary_interval_s, s.sglang_mode) == (False, False, 600.0, "in-graph")
+    assert s.errors == []
+
+
+@pytest.mark.parametrize("name, attr", FLAGS.items())
+@pytest.mark.parametrize("raw, value", [("1", True), ("true", True), ("YES", True), (" on ", True), ("0", False),
+                                        ("false", False), ("No", False), ("off", False), ("", False)])
+def test_flag_values(name, attr, raw, value, caplog):
+    s = switches.reload(env={name: raw})
+    assert getattr(s, attr) is value
+    assert errors(caplog) == []
+
+
+@pytest.mark.parametrize("name, attr", FLAGS.items())
+@pytest.mark.parametrize("raw", ["2", "enabled", "y"])
+def test_flag_invalid(name, attr, raw, caplog):
+    with caplog.at_level(logging.ERROR, logger="attn_sched_plugin"):
+        s = switches.reload(env={name: raw})
+        switches.current()  # reading again must not repeat the message
+    assert getattr(s, attr) is False  # the default
+    (message,) = errors(caplog)
+    assert name in message and repr(raw) in message
+    assert all(v in message for v in ("1/true/yes/on", "0/false/no/off"))
+
+
+@pytest.mark.parametrize("raw, value", [("0", 0.0), ("2.5", 2.5), ("600", 600.0), ("", 600.0)])
+def test_summary_interval_values(raw, value, caplog):
+    assert switches.reload(env={"ATTN_SCHED_SUMMARY_INTERVAL": raw}).summary_interval_s == value
+    assert errors(caplog) == []
+
+
+@pytest.mark.parametrize("raw", ["-1", "soon", "nan"])
+def test_summary_interval_invalid(raw, caplog):
+    with caplog.at_level(logging.ERROR, logger="attn_sched_plugin"):
+        s = switches.reload(env={"ATTN_SCHED_SUMMARY_INTERVAL": raw})
+    assert s.summary_interval_s == 600.0
+    (message,) = errors(caplog)
+    assert "ATTN_SCHED_SUMMARY_INTERVAL" in message and "seconds >= 0" in message
+
+
+@pytest.mark.parametrize("raw, value", [("in-graph", "in-graph"), ("replace", "replace"), (" REPLACE ", "replace"),
+                                        ("", "in-graph")])
+def test_sglang_mode_values(raw, value, caplog):
+    assert switches.reload(env={"ATTN_SCHED_SGLANG_MODE": raw}).sglang_mode == value
+    assert errors(caplog) == []
+
+
+def test_sglang_mode_invalid(caplog):
+    with caplog.at_level(logging.ERROR, logger="attn_sched_plugin"):
+        s = switches.reload(env={"ATTN_SCHED_SGLANG_MODE": "outside"})
+    assert s.sglang_mode == "in-graph"
+    (message,) = errors(caplog)
+    assert "ATTN_SCHED_SGLANG_MODE" in message and "'outside'" in message and "in-graph, replace" in message
+
+
+def test_several_invalid_values_one_message_each(caplog):
+    env = {"ATTN_SCHED_DISABLE": "maybe", "ATTN_SCHED_VERIFY": "2", "ATTN_SCHED_SGLANG_MODE": "x"}
+    with caplog.at_level(logging.ERROR, logger="attn_sched_plugin"):
+        s = switches.reload(env=env)
+    messages = errors(caplog)
+    assert len(messages) == 3 and len(s.errors) == 3
+    assert all(sum(name in m for m in messages) == 1 for name in env)
+
+
+def test_as_dict_names_every_variable():
+    assert set(switches.reload(env={}).as_dict()) == {
+        "ATTN_SCHED_DISABLE", "ATTN_SCHED_VERIFY", "ATTN_SCHED_SUMMARY_INTERVAL", "ATTN_SCHED_SGLANG_MODE"}
+
+
+def test_current_reads_the_process_environment_once(monkeypatch):
+    monkeypatch.setenv("ATTN_SCHED_DISABLE", "1")
+    switches._current = None
+    assert switches.current().disabled is True
+    monkeypatch.setenv("ATTN_SCHED_DISABLE", "0")
+    assert switches.current().disabled is True  # read once per process (reload re-reads)
+    assert switches.reload().disabled is False
