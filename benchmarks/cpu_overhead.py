@@ -64,7 +64,8 @@ def scenarios() -> dict:
             window_size=(-1, -1), softcap=0.0, k_descale=None, v_descale=None, return_softmax_lse=False,
             num_splits=0)),
         # vLLM's FlashAttentionImpl.forward call (positional q, k, v like vLLM)
-        "varlen_vllm_decode": (ref.flash_attn_varlen_func, VARLEN, (torch.zeros(b, h, d, dtype=torch.bfloat16), k, k), dict(
+        "varlen_vllm_decode": (ref.flash_attn_varlen_func, VARLEN, (torch.zeros(b, h, d, dtype=torch.bfloat16), k, k),
+                               dict(
             out=None, cu_seqlens_q=cu_q, max_seqlen_q=1, seqused_k=seqlens, max_seqlen_k=int(seqlens.max()),
             softmax_scale=d ** -0.5, causal=True, alibi_slopes=None, window_size=[-1, -1], block_table=table,
             softcap=0.0, scheduler_metadata=None, fa_version=3, q_descale=None, k_descale=None, v_descale=None,

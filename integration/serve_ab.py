@@ -139,19 +139,15 @@ def bench_argv(o: Options, w: Workload, result: Path) -> list[str]:
     if o.engine == "sglang":
         # sglang: lengths drawn from [len * ratio, len], so 1.0 fixes them; ignore_eos and
         # temperature 0 are the client's defaults for --backend sglang.
-        return (
-            [sys.executable, "-m", "sglang.bench_serving", "--backend", "sglang", *common,
-             "--dataset-name", "random-ids", *shape, "--random-range-ratio", "1.0", *load,
-             "--output-file", str(result)]
-        )
+        return [sys.executable, "-m", "sglang.bench_serving", "--backend", "sglang", *common,
+                "--dataset-name", "random-ids", *shape, "--random-range-ratio", "1.0", *load,
+                "--output-file", str(result)]
     # vllm: lengths drawn from [len * (1 - ratio), len * (1 + ratio)] and the ratio must be
     # in [0, 1), so 0.0 fixes them (1.0 is rejected when sampling); --ignore-eos and
     # --temperature 0 match what sglang's client sends.
-    return (
-        ["vllm", "bench", "serve", "--backend", "vllm", *common, "--dataset-name", "random", *shape,
-         "--random-range-ratio", "0.0", "--ignore-eos", "--temperature", "0", *load,
-         "--save-result", "--result-dir", str(result.parent), "--result-filename", result.name]
-    )
+    return ["vllm", "bench", "serve", "--backend", "vllm", *common, "--dataset-name", "random", *shape,
+            "--random-range-ratio", "0.0", "--ignore-eos", "--temperature", "0", *load,
+            "--save-result", "--result-dir", str(result.parent), "--result-filename", result.name]
 
 
 def gsm8k_argv(o: Options) -> list[str]:
@@ -340,8 +336,10 @@ def execute(o: Options, steps: list[Step]) -> None:
             assert step.result is not None
             step.result.unlink(missing_ok=True)  # sglang appends; a stale line must not be read
             if step.kind == GSM8K:
-                out = subprocess.run(step.argv, env=_env(step), check=True, capture_output=True, text=True)
-                step.result.write_text(out.stdout, encoding="utf-8")
+                out = subprocess.run(step.argv, env=_env(step), check=False, capture_output=True, text=True)
+                step.result.write_text(out.stdout + out.stderr, encoding="utf-8")
+                if out.returncode != 0:
+                    raise RuntimeError(f"GSM8K exited with status {out.returncode}; see {step.result}")
             else:
                 subprocess.run(step.argv, env=_env(step), check=True)
     finally:

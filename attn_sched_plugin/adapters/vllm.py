@@ -27,8 +27,8 @@ _MISSING = object()
 
 COVERED = [
     "FlashAttentionImpl.forward without vLLM metadata (mixed sliding windows, fast_build drafters, "
-    "VLLM_BATCH_INVARIANT): one metadata per (window, shape, num_splits) per step",
-    "FlashAttentionImpl DCP context/query attention (paged, seqused_k)",
+    "VLLM_BATCH_INVARIANT in 0.32+): one metadata per (window, shape, num_splits) per step",
+    "FlashAttentionImpl paged DCP and cascade calls (seqused_k) without vLLM metadata",
 ]
 COVERED_DIFFKV = "FlashAttentionDiffKVImpl.forward without vLLM metadata"
 ENGINE_NATIVE = [

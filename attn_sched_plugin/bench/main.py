@@ -78,14 +78,14 @@ def run_grid(args, build) -> int:
     from .run import environment, point
 
     device = torch.device("cuda", torch.cuda.current_device())
+    args.out.mkdir(parents=True, exist_ok=True)
+    env = environment(build, sys.argv[2:] if sys.argv[1:2] == ["bench"] else sys.argv[1:])
     results = []
     for preset, mode, batch, context in grid(args):
         results.append(point(preset, build, batch, context, mode, args.replays, device))
+        write_json(args.out / f"{args.tag}.json", env, results)  # after every point: a cut run keeps its data
         print(f"  {preset.name} {mode} bs={batch} ctx={context} done", file=sys.stderr, flush=True)
         torch.cuda.empty_cache()
-    args.out.mkdir(parents=True, exist_ok=True)
-    env = environment(build, sys.argv[2:] if sys.argv[1:2] == ["bench"] else sys.argv[1:])
-    write_json(args.out / f"{args.tag}.json", env, results)
     plot(args.out / f"{args.tag}.png", results, f"{env['card']}, {env['fa3_build']}, torch {env['torch']}")
     print(table(results))
     exact = all(all(r["bitwise_equal_to_fa3"].values()) for r in results)

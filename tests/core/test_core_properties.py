@@ -3,7 +3,7 @@
 For every example the wrapped call (two "layers", so the second reuses) must be bitwise equal to
 the unwrapped reference, every call must get injected metadata (no pass-through at all: a
 metadata mismatch would show up as ``fa3_rejected`` after the strict reference raised), and
-the metadata must be computed once.
+the metadata must be computed once. (``pack_gqa=False`` is declined by design: test_core_derive.)
 """
 
 from __future__ import annotations
@@ -49,15 +49,16 @@ def _check(wrapped, plain, call) -> None:
 @SETTINGS
 @given(b=st.integers(1, 8), s_q=st.integers(1, 4), hk=heads, head=st.sampled_from(["64", "128", "mla"]),
        layout=st.sampled_from(["paged", "nonpaged", "varlen_q"]), page_size=st.sampled_from([1, 4, 16]),
-       pages=st.integers(1, 4), pack_gqa=st.sampled_from([None, True, False]), return_lse=st.booleans(), **common)
-def test_kvcache_wrapped_equals_reference(b, s_q, hk, head, layout, page_size, pages, pack_gqa, return_lse, causal,
-                                          window_size, softcap, num_splits, dtype, seed):
+       pages=st.integers(1, 4), pack_gqa=st.sampled_from([None, True]), chunk=st.sampled_from([0, 0, 8]),
+       return_lse=st.booleans(), **common)
+def test_kvcache_wrapped_equals_reference(b, s_q, hk, head, layout, page_size, pages, pack_gqa, chunk, return_lse,
+                                          causal, window_size, softcap, num_splits, dtype, seed):
     h, h_k = hk
     call = kvcache_call(
         b=b, s_q=s_q, h=h, h_k=h_k, d=64 if head == "mla" else int(head), mla=head == "mla",
         page_size=None if layout == "nonpaged" else page_size, pages_per_seq=pages, s_k=min(64, page_size * pages),
         varlen_q=layout == "varlen_q", dtype=dtype, seed=seed, causal=causal, window_size=window_size,
-        softcap=softcap, num_splits=num_splits, pack_gqa=pack_gqa, return_softmax_lse=return_lse,
+        softcap=softcap, num_splits=num_splits, pack_gqa=pack_gqa, attention_chunk=chunk, return_softmax_lse=return_lse,
     )
     _check(FA_KV, ref.flash_attn_with_kvcache, call)
 

@@ -25,10 +25,11 @@ def real_schema(build: str, op: str) -> str:
     return line
 
 
+_LIBS: list[torch.library.Library] = []  # a Library must stay alive as long as its ops
+
+
 class RecordingOp:
     """A throwaway torch op with a given schema whose CPU impl records the arguments it received."""
-
-    _libs: list = []  # torch.library.Library objects must stay alive as long as their ops
 
     def __init__(self, namespace: str, schema: str, result=None, error: Exception | None = None):
         lib = torch.library.Library(namespace, "DEF")
@@ -38,7 +39,7 @@ class RecordingOp:
         self.result = torch.tensor([7, 7], dtype=torch.int32) if result is None else result
         self.error = error
         lib.impl(name, self._impl, "CPU")
-        self._libs.append(lib)
+        _LIBS.append(lib)
 
     def _impl(self, *args, **kwargs):
         received = dict(zip(self.names, args))
@@ -103,12 +104,12 @@ def _derived(ref, **kwargs):
 EXPECTED = dict(batch_size=3, max_seqlen_q=2, max_seqlen_k=20, num_heads=8, num_heads_k=2, headdim=128,
                 headdim_v=128, qkv_dtype=torch.float16, cu_seqlens_q=None, cu_seqlens_k=None, cu_seqlens_k_new=None,
                 seqused_q=None, leftpad_k=None, page_size=4, max_seqlen_k_new=0, is_causal=True, window_size_left=7,
-                window_size_right=0, has_softcap=True, num_splits=3, pack_gqa=False, sm_margin=2)
+                window_size_right=0, has_softcap=True, num_splits=3, pack_gqa=True, sm_margin=2)
 
 
 def _call_for_expected():
     return kvcache_call(b=3, s_q=2, h=8, h_k=2, d=128, page_size=4, pages_per_seq=5, dtype=torch.float16,
-                        causal=True, window_size=(7, 0), softcap=2.5, num_splits=3, pack_gqa=False, sm_margin=2)
+                        causal=True, window_size=(7, 0), softcap=2.5, num_splits=3, pack_gqa=True, sm_margin=2)
 
 
 @pytest.mark.parametrize("op, namespace", [(VLLM_OP, "attn_sched_test_vllm"), (FA3_FWD_OP, "attn_sched_test_fa3fwd")])
@@ -241,3 +242,10 @@ def test_wrap_is_idempotent_and_keeps_the_original(ref):
     assert interceptor.is_wrapped(fa) and not interceptor.is_wrapped(ref.flash_attn_with_kvcache)
     assert interceptor.wrap(fa, ref.provider(), KVCACHE) is fa
     assert fa.__wrapped__ is ref.flash_attn_with_kvcache
+
+
+def test_build_lacking_attention_chunk_passes_the_call_through(ref, tally):
+    fa = interceptor.wrap(ref.flash_attn_with_kvcache, Provider("vllm", "attn_sched_test_vllm"), KVCACHE)
+    call = kvcache_call(attention_chunk=8)
+    assert bitwise_equal(fa(**call), ref.flash_attn_with_kvcache(**call))
+    assert tally().passthrough == {"build_lacks_attention_chunk": 1} and tally().injected == 0

@@ -1,12 +1,13 @@
 """Reuse rules, end to end through interceptor.wrap with the strict reference FA3.
 
 The reference raises on metadata computed for other parameters or other batch contents, and the
-interceptor would then retry and count ``fa3_rejected``: every test asserts no pass-through too.
+interceptor would then retry and count ``fa3_rejected``; so the tests also assert that nothing passed through.
 """
 
 from __future__ import annotations
 
 import gc
+import inspect
 import threading
 import weakref
 
@@ -232,7 +233,7 @@ def test_disable_calls_fn_with_the_exact_original_arguments(ref, tally, computat
         seen.append((args, kwargs))
         return "result"
 
-    entry.__signature__ = __import__("inspect").signature(ref.flash_attn_with_kvcache)
+    entry.__signature__ = inspect.signature(ref.flash_attn_with_kvcache)
     fa = interceptor.wrap(entry, ref.provider(), KVCACHE)
     switches.reload(env={"ATTN_SCHED_DISABLE": "1"})
     call = kvcache_call(b=2)
@@ -289,3 +290,16 @@ def test_write_bypassing_the_version_counter_recomputes(fa, tally, computations)
     call["cache_seqlens"].numpy()[0] = 4  # same storage, no version bump
     fa(**call)
     assert computations() == 2 and not tally().passthrough
+
+
+def test_appending_k_new_is_scheduled_with_its_length(ref, fa, tally):
+    """k_new is appended in place and extends every sequence: FA3 schedules with max_seqlen_k_new."""
+    gen = torch.Generator().manual_seed(3)
+    base = kvcache_call(b=2, s_q=2, page_size=None, s_k=16, cache_seqlens=i32([4, 9]), causal=True)
+    new = torch.randn(2, 2, 2, 2, 64, generator=gen).bfloat16()
+    base.update(k=new[0], v=new[1])
+    plain_call = dict(base, k_cache=base["k_cache"].clone(), v_cache=base["v_cache"].clone())
+    ours_call = dict(base, k_cache=base["k_cache"].clone(), v_cache=base["v_cache"].clone())
+    assert bitwise_equal(fa(**ours_call), ref.flash_attn_with_kvcache(**plain_call))
+    assert torch.equal(ours_call["k_cache"], plain_call["k_cache"])
+    assert tally().injected == 1 and not tally().passthrough

@@ -53,7 +53,7 @@ def _alive(pid: int) -> bool:
 @pytest.fixture
 def setup(serve_ab, tmp_path):
     args = serve_ab.build_parser().parse_args(
-        ["--engine", "sglang", "--model", "m", "--runs", "1", "--workloads", "decode-c1",
+        ["--engine", "sglang", "--model", "m", "--runs", "1", "--workloads", "decode-c1", "--gsm8k",
          "--port", str(_free_port()), "--result-dir", str(tmp_path / "res"), "--server-timeout", "60"])
     o = serve_ab.options(args)
     (tmp_path / "server.py").write_text(FAKE_SERVER)
@@ -68,6 +68,8 @@ def test_execute_runs_both_modes_and_stops_servers(serve_ab, setup):
     for step in steps:  # same plan, stand-in programs
         if step.kind == "server":
             step.argv = [sys.executable, str(tmp / "server.py"), str(o.port), str(record)]
+        elif step.kind == "gsm8k":
+            step.argv = [sys.executable, "-c", "print('Accuracy: 0.850'); print('Invalid: 0.000')"]
         else:
             step.argv = [sys.executable, str(tmp / "client.py"), str(o.port), str(step.result)]
     step_stale = steps[1].result
@@ -84,6 +86,9 @@ def test_execute_runs_both_modes_and_stops_servers(serve_ab, setup):
     assert results[("off", "decode-c1")] == results[("on", "decode-c1")] == [
         {"output_throughput": 100.0, "mean_tpot_ms": 7.0, "mean_itl_ms": 7.0, "mean_ttft_ms": 40.0}]
     assert len(step_stale.read_text().splitlines()) == 1
+    assert results[("on", "gsm8k")] == [{"accuracy": 0.85}]
+    table = serve_ab.format_table(results, o.workloads, o.runs)
+    assert table.splitlines()[-1] == "| GSM8K (few-shot, SGLang) | GSM8K accuracy | 0.850 | 0.850 | +0.0% |"
 
 
 def test_server_that_dies_is_reported_with_its_log(serve_ab, setup):

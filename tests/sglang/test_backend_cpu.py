@@ -94,7 +94,8 @@ def _decode_step(module, draft_steps: int, topk: int, guarded: bool = False) -> 
     for step in range(draft_steps):
         seqlens = [11 + step, 17 + step, 29 + step]
         backend = _backend(module, pool, _metadata(module, seqlens, gen), topk, guarded)
-        batch = SimpleNamespace(batch_size=B, spec_info=spec_info, _attn_output=None, out_cache_loc=None)
+        batch = SimpleNamespace(batch_size=B, spec_info=spec_info, _attn_output=None, out_cache_loc=None,
+                                token_to_kv_pool=pool)
         for layer in layers:
             q = torch.randn(B, H * D, generator=gen)
             outputs.append(backend.forward_decode(q, None, None, layer, batch, save_kv_cache=False))

@@ -9,6 +9,7 @@ vLLM's own ``_get_sliding_window_configs`` decides AOT on/off), ``FlashAttention
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pathlib
 from dataclasses import dataclass
@@ -63,8 +64,12 @@ class Model:
 def make_model(config, windows: list[int | None], backend) -> Model:
     """Attention layers with these sliding windows (None = full) sharing one FA builder."""
     from vllm.config import set_current_vllm_config
-    from vllm.model_executor.layers.attention.attention import Attention
     from vllm.v1.kv_cache_interface import FullAttentionSpec
+
+    try:
+        from vllm.model_executor.layers.attention.attention import Attention
+    except ImportError:  # vLLM < 0.16
+        from vllm.attention.layer import Attention
 
     with set_current_vllm_config(config):
         layers = [
@@ -77,15 +82,12 @@ def make_model(config, windows: list[int | None], backend) -> Model:
     return Model(config, layers, builder)
 
 
-@dataclass
-class Batch:
-    common: object
-    queries: list  # per layer: (q, k_cache_flat) inputs
-    num_tokens: int
-
-
 def make_batch(query_lens: list[int], seq_lens: list[int], table_width: int, seed: int = 0):
-    from vllm.v1.attention.backend import CommonAttentionMetadata
+    """vLLM's ``CommonAttentionMetadata`` for a batch whose block tables are ``table_width`` wide."""
+    try:
+        from vllm.v1.attention.backend import CommonAttentionMetadata
+    except ImportError:  # vLLM < 0.16
+        from vllm.v1.attention.backends.utils import CommonAttentionMetadata
 
     g = torch.Generator().manual_seed(seed)
     n = len(query_lens)
@@ -93,12 +95,23 @@ def make_batch(query_lens: list[int], seq_lens: list[int], table_width: int, see
     table = torch.arange(n * table_width, dtype=torch.int32).reshape(n, table_width)
     table = table[:, torch.randperm(table_width, generator=g)]
     tokens = int(qsl[-1])
-    common = CommonAttentionMetadata(
-        query_start_loc=qsl, query_start_loc_cpu=qsl.clone(), seq_lens=torch.tensor(seq_lens, dtype=torch.int32),
-        num_reqs=n, num_actual_tokens=tokens, max_query_len=max(query_lens), max_seq_len=max(seq_lens),
-        block_table_tensor=table, slot_mapping=torch.zeros(tokens, dtype=torch.int64), causal=True,
-    )
-    return common
+    lens = torch.tensor(seq_lens, dtype=torch.int32)
+    fields = {
+        "query_start_loc": qsl, "query_start_loc_cpu": qsl.clone(), "seq_lens": lens, "num_reqs": n,
+        "num_actual_tokens": tokens, "max_query_len": max(query_lens), "max_seq_len": max(seq_lens),
+        "block_table_tensor": table, "slot_mapping": torch.zeros(tokens, dtype=torch.int64), "causal": True,
+        # vLLM < 0.16 only
+        "seq_lens_cpu": lens.clone(), "num_computed_tokens_cpu": lens - torch.tensor(query_lens, dtype=torch.int32),
+    }
+    names = {f.name for f in dataclasses.fields(CommonAttentionMetadata)}
+    return CommonAttentionMetadata(**{k: v for k, v in fields.items() if k in names})
+
+
+def kv_cache_shape(backend, num_blocks: int) -> tuple[int, ...]:
+    """The FA KV-cache layout: stacked (2, blocks, ...) in 0.11-0.16, K|V interleaved per block in 0.32+."""
+    if hasattr(backend, "get_kv_cache_shape"):
+        return backend.get_kv_cache_shape(num_blocks, BLOCK, KV_HEADS, HEAD)
+    return (num_blocks, KV_HEADS, BLOCK, 2 * HEAD)
 
 
 def run_step(model: Model, common, method: str = "build", seed: int = 0) -> list[torch.Tensor]:
@@ -119,8 +132,9 @@ def run_step(model: Model, common, method: str = "build", seed: int = 0) -> list
     with torch.inference_mode(), set_forward_context(None, model.config):
         for layer in model.layers:
             q = torch.randn(tokens, HEADS, HEAD, generator=g)
-            kv = torch.randn(num_blocks, KV_HEADS, BLOCK, 2 * HEAD, generator=g)
+            kv = torch.randn(kv_cache_shape(layer.attn_backend, num_blocks), generator=g)
             out = torch.empty(tokens, HEADS, HEAD)
-            layer.impl.forward(layer, q, q[:, :KV_HEADS], q[:, :KV_HEADS], kv, meta, out)
+            # key/value None: the cache is already filled (0.11-0.16 would otherwise write it here)
+            layer.impl.forward(layer, q, None, None, kv, meta, out)
             outs.append(out)
     return outs

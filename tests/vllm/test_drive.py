@@ -10,7 +10,7 @@ import torch
 pytest.importorskip("vllm")
 
 from attn_sched_plugin import runtime, stats  # noqa: E402
-from attn_sched_plugin.adapters import vllm as adapter  # noqa: E402
+from attn_sched_plugin.adapters import vllm as adapter, vllm_targets as targets  # noqa: E402
 from tests.reference import fa3_reference as ref  # noqa: E402
 from tests.vllm import harness  # noqa: E402
 
@@ -21,11 +21,19 @@ MIXED = [None, 8, None, 8, 32]  # gpt-oss / Gemma-like: three distinct window co
 STEPS = [([1, 1, 3], [30, 17, 48]), ([1, 1, 1], [31, 18, 48])]
 
 
-def _backend(patched: bool):
-    from vllm.v1.attention.backends import flash_attn as fa
-    from vllm.v1.attention.backends.registry import AttentionBackendEnum
+def _registry():
+    import importlib
 
-    return AttentionBackendEnum.FLASH_ATTN.get_class() if patched else fa.FlashAttentionBackend
+    mods = targets.registry_modules(targets.installed_version())
+    return importlib.import_module(mods[0]) if mods else None
+
+
+def _backend(patched: bool):
+    """The backend vLLM would pick: through the registry (0.13+), else the class itself (0.11)."""
+    from vllm.v1.attention.backends import flash_attn as fa
+
+    registry = _registry()
+    return registry.AttentionBackendEnum.FLASH_ATTN.get_class() if patched and registry else fa.FlashAttentionBackend
 
 
 def _run(tmp_path, windows, patched, method="build", tweak=None):
@@ -54,7 +62,8 @@ def _delta(before: dict) -> dict:
 def test_registered_backend_is_ours(install):
     install()
     backend = _backend(True)
-    assert backend.__module__ == "attn_sched_plugin.adapters.vllm_backend"
+    if _registry() is not None:
+        assert backend.__module__ == "attn_sched_plugin.adapters.vllm_backend"
     assert getattr(backend.get_builder_cls().build, adapter.STEP_MARK)
 
 
