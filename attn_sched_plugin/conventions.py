@@ -9,7 +9,10 @@ convention does not know is accepted only at its default value; otherwise the ca
 from __future__ import annotations
 
 import inspect
+from operator import itemgetter
 from typing import Callable, Mapping, NamedTuple
+
+from .descriptor import OP_FIELDS, Decline
 
 
 class Convention(NamedTuple):
@@ -63,48 +66,105 @@ VARLEN = Convention(
 CONVENTIONS = {c.name: c for c in (KVCACHE, VARLEN)}
 
 
-class Binder:
-    """Maps one wrapped function's ``(*args, **kwargs)`` onto forward-op names, fast.
+def _at_default(value, default) -> bool:
+    return value is default or (isinstance(value, (bool, int, float, str, tuple)) and value == default)
 
-    Built once per wrapped function from its signature: positional names and defaults are
-    precomputed so a call costs a zip and a dict update, not ``inspect.Signature.bind``.
+
+class Binder:
+    """Maps one wrapped function's ``(*args, **kwargs)`` onto the forward-op fields ``parameters`` reads.
+
+    Built once per wrapped function from its signature: each op field gets its source (the surface
+    name mapped onto it, or a private key holding a ``fixed`` value or ``None``) with its default in
+    ``base``; names outside the convention become foreign (fine only at their default). A call then
+    costs a dict merge, a set test and one ``itemgetter``, all in C (``inspect.Signature.bind``
+    costs ~20x more on this path).
     """
 
-    __slots__ = ("convention", "positional", "defaults", "foreign_defaults", "accepts_metadata")
+    __slots__ = ("convention", "positional", "defaults", "base", "read", "foreign", "plain", "version_default",
+                 "metadata_position", "accepts_metadata")
 
     def __init__(self, fn: Callable, convention: Convention):
         params = inspect.signature(fn).parameters
+        named = {n: p for n, p in params.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
         self.convention = convention
         self.positional = tuple(
             n for n, p in params.items() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
         )
-        self.defaults = {n: p.default for n, p in params.items() if p.default is not p.empty}
-        known = set(convention.renames) | convention.neutral | {convention.version_arg}
-        # arguments this convention does not understand: fine only at their default
-        self.foreign_defaults = {n: d for n, d in self.defaults.items() if n not in known}
+        self.defaults = {n: p.default for n, p in named.items() if p.default is not p.empty}
         self.accepts_metadata = "scheduler_metadata" in params
+        # past the positional slots when it is keyword-only: never taken from ``args``
+        self.metadata_position = (
+            self.positional.index("scheduler_metadata") if "scheduler_metadata" in self.positional else 1 << 30
+        )
+        self.version_default = self.defaults.get(convention.version_arg, 3)
+        fixed = convention.fixed
+        surface_of = {target: name for name, target in convention.renames.items() if target not in fixed}
+        if len(surface_of) != len({t for t in convention.renames.values() if t not in fixed}):
+            raise ValueError(f"convention {convention.name}: two surface names for one forward-op argument")
+        # "#field" keys cannot be surface names, so fixed values are never overridden by the caller
+        sources = [surface_of.get(field, f"#{field}") for field in OP_FIELDS]
+        self.base = {
+            source: fixed.get(field) if source.startswith("#") else self.defaults.get(source)
+            for field, source in zip(OP_FIELDS, sources)
+        }
+        self.read = itemgetter(*sources)
+        self.foreign, neutral = self._classify(named)
+        self.plain = frozenset(self.base) | neutral | {n for n, _ in self.foreign}
+
+    def _classify(self, named: dict) -> tuple[tuple[tuple[str, object], ...], frozenset[str]]:
+        """(foreign arguments with their defaults, every other name a call may pass)."""
+        convention = self.convention
+        known = set(convention.renames) | convention.neutral | {"scheduler_metadata"}
+        if convention.version_arg is not None:
+            known.add(convention.version_arg)
+        # unknown to the convention: fine only at its default (a required one is left as before: ignored)
+        foreign = tuple((n, self.defaults[n]) for n in named if n not in known and n in self.defaults)
+        return foreign, frozenset(known | {n for n in named if n not in self.defaults})
+
+    def fields(self, args: tuple, kwargs: dict) -> tuple:
+        """The call's values of ``descriptor.OP_FIELDS``, as the wrapper would hand them to ``fwd``.
+
+        Raises ``Decline`` for engine-native metadata (first), a version other than FA3
+        (``not_fa3``), or a foreign argument off its default (``arg_<name>``), in that order.
+        """
+        merged = {**self.base, **kwargs}
+        if args:
+            for name, value in zip(self.positional, args):
+                merged[name] = value
+        if merged.get("scheduler_metadata") is not None:
+            raise Decline("engine_native")
+        if merged.get(self.convention.version_arg, self.version_default) != 3:
+            raise Decline("not_fa3")
+        for name, default in self.foreign:
+            value = merged.get(name, default)
+            if value is not default and not _at_default(value, default):
+                raise Decline(f"arg_{name}")
+        if not self.plain.issuperset(merged):
+            raise Decline(f"arg_{next(n for n in merged if n not in self.plain)}")  # a **kwargs pass-through
+        return self.read(merged)
+
+    def call_with_metadata(self, fn: Callable, args: tuple, kwargs: dict, metadata):
+        """``fn`` called with the caller's own arguments plus ``scheduler_metadata=metadata``.
+
+        The caller may have passed ``scheduler_metadata=None`` positionally or by keyword; that slot
+        is replaced rather than given twice.
+        """
+        position = self.metadata_position
+        if len(args) > position:
+            return fn(*args[:position], metadata, *args[position + 1:], **kwargs)
+        if "scheduler_metadata" in kwargs:
+            return fn(*args, **{**kwargs, "scheduler_metadata": metadata})
+        return fn(*args, **kwargs, scheduler_metadata=metadata)
 
     def bind(self, args: tuple, kwargs: dict) -> dict:
-        """The call's arguments by surface name, defaults filled in."""
+        """The call's arguments by surface name, defaults filled in (for ``verify`` and the GPU bench)."""
         bound = dict(self.defaults)
         bound.update(zip(self.positional, args))
         bound.update(kwargs)
         return bound
 
-    def foreign_argument(self, bound: dict) -> str | None:
-        """Name of an argument set to a non-default value that this convention cannot reason about."""
-        for name, default in self.foreign_defaults.items():
-            value = bound.get(name, default)
-            if value is default or (isinstance(value, (bool, int, float, str, tuple)) and value == default):
-                continue
-            return name
-        for name in bound.keys() - self.defaults.keys() - set(self.positional):
-            if name not in self.convention.renames and name not in self.convention.neutral:
-                return name  # **kwargs pass-through of something unknown
-        return None
-
     def to_op_args(self, bound: dict) -> dict:
-        """The call's arguments under the forward op's names, as the wrapper hands them to ``fwd``."""
+        """``bind``'s result under the forward op's names (no checks; ``fields`` is the checked path)."""
         renames = self.convention.renames
         op = {renames[n]: v for n, v in bound.items() if n in renames}
         op.update(self.convention.fixed)

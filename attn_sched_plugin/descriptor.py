@@ -55,116 +55,143 @@ class BatchDescriptor(NamedTuple):
     leftpad_k: torch.Tensor | None
 
 
-# forward-op arguments that must be absent for us to schedule the call
-_UNSUPPORTED = ("kv_batch_idx", "rotary_cos", "cu_seqlens_k_new")
+_INT32 = torch.int32
+
+# the batch tensors in ``BatchDescriptor`` order, with how many entries FA3 reads beyond the batch size
+BATCH_TENSORS = (("seqused_k", 0), ("cu_seqlens_q", 1), ("cu_seqlens_k", 1), ("seqused_q", 0), ("leftpad_k", 0))
 
 
 def _int_arg(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
+    if value.__class__ is not int and (isinstance(value, bool) or not isinstance(value, int)):
         raise Decline(f"{name}_not_int")
     return value
 
 
-def _batch_tensor(t, name: str, batch_size: int) -> torch.Tensor:
-    """FA3 reads these as dense int32 vectors of length ``batch_size`` (``cu_*``: +1)."""
+def check_batch_tensor(t, name: str, length: int) -> None:
+    """FA3 reads these as dense int32 vectors of ``length`` entries (batch size, ``cu_*``: +1)."""
     if not isinstance(t, torch.Tensor):
         raise Decline(f"{name}_not_tensor")
-    if t.dtype is not torch.int32 or t.dim() != 1 or t.shape[0] != batch_size or not t.is_contiguous():
+    shape = t.shape
+    if t.dtype is not _INT32 or len(shape) != 1 or shape[0] != length or not t.is_contiguous():
         raise Decline(f"{name}_layout")
     if t.is_inference():
         raise Decline("inference_tensor")  # no version counter: in-place writes would go unseen
-    return t
 
 
-def derive(op: dict) -> tuple[AttnSignature, BatchDescriptor]:
-    """The scheduling parameters of a forward call given by forward-op argument names."""
-    q, k, v = op["q"], op["k"], op["v"]
-    for name in _UNSUPPORTED:
-        if op.get(name) is not None:
-            raise Decline(name)
-    seqused_k = op.get("seqused_k")
+def check_batch_tensors(sizes: tuple, tensors: tuple) -> None:
+    """``check_batch_tensor`` for each batch tensor present (``StepCache.identities`` memoises it)."""
+    batch_size = sizes[0]
+    for t, (name, extra) in zip(tensors, BATCH_TENSORS):
+        if t is not None:
+            check_batch_tensor(t, name, batch_size + extra)
+
+
+# the forward-op arguments ``parameters`` reads, in the order it unpacks them (``Binder.fields``)
+OP_FIELDS = (
+    "q", "k", "v", "k_new", "cu_seqlens_k_new", "kv_batch_idx", "rotary_cos", "seqused_k", "cu_seqlens_q",
+    "max_seqlen_q", "page_table", "cu_seqlens_k", "max_seqlen_k", "window_size", "softcap", "pack_gqa", "causal",
+    "attention_chunk", "num_splits", "sm_margin", "seqused_q", "leftpad_k",
+)
+
+
+def parameters(fields: tuple) -> tuple[tuple, tuple, tuple]:
+    """The scheduling parameters of a forward call, from its values of ``OP_FIELDS``, as plain tuples.
+
+    Returns (signature, batch sizes, batch tensors) in the field order of ``AttnSignature`` and
+    ``BatchDescriptor`` (see ``descriptors``): the reuse path only hashes them, so the named tuples
+    are built only when metadata is computed. Each ``.shape`` is read once (a torch call each). The
+    batch tensors' layout is NOT checked here: ``check_batch_tensors`` (or its per-step memo in
+    ``StepCache.identities``) must run before they are used.
+    """
+    (q, k, v, k_new, cu_seqlens_k_new, kv_batch_idx, rotary_cos, seqused_k, cu_seqlens_q, max_seqlen_q, page_table,
+     cu_seqlens_k, max_seqlen_k, window, softcap, pack_gqa, causal, attention_chunk, num_splits, sm_margin,
+     seqused_q, leftpad_k) = fields
+    if kv_batch_idx is not None:
+        raise Decline("kv_batch_idx")
+    if rotary_cos is not None:
+        raise Decline("rotary_cos")
+    # FA3's mha_fwd reads cu_seqlens_k_new only when k_new is given (SGLang passes it with k=None)
+    if k_new is not None and cu_seqlens_k_new is not None:
+        raise Decline("cu_seqlens_k_new")  # varlen append: not described by get_scheduler_metadata here
     if seqused_k is None:
         raise Decline("no_seqused_k")  # get_scheduler_metadata cannot describe it
     if not (isinstance(q, torch.Tensor) and isinstance(k, torch.Tensor) and isinstance(v, torch.Tensor)):
         raise Decline("qkv_not_tensor")
-    if k.dtype != q.dtype or v.dtype != q.dtype:
+    dtype = q.dtype
+    if k.dtype is not dtype or v.dtype is not dtype:
         raise Decline("dtype_mismatch")  # FA3 rejects it; let it say so
+    q_shape, k_shape = q.shape, k.shape
 
-    cu_seqlens_q = op.get("cu_seqlens_q")
     if cu_seqlens_q is None:
-        if q.dim() != 4:
+        if len(q_shape) != 4:
             raise Decline("q_rank")
-        batch_size, max_seqlen_q = q.shape[0], q.shape[1]
+        batch_size, max_seqlen_q = q_shape[0], q_shape[1]
     else:
-        if q.dim() != 3 or not isinstance(cu_seqlens_q, torch.Tensor) or cu_seqlens_q.dim() != 1:
+        if len(q_shape) != 3 or not isinstance(cu_seqlens_q, torch.Tensor):
             raise Decline("q_rank")
-        batch_size = cu_seqlens_q.shape[0] - 1
-        max_seqlen_q = _int_arg(op.get("max_seqlen_q"), "max_seqlen_q")
-        _batch_tensor(cu_seqlens_q, "cu_seqlens_q", batch_size + 1)
+        cu_shape = cu_seqlens_q.shape
+        if len(cu_shape) != 1:
+            raise Decline("q_rank")
+        batch_size = cu_shape[0] - 1
 
-    page_table = op.get("page_table")
-    cu_seqlens_k = op.get("cu_seqlens_k")
     if cu_seqlens_k is not None:
-        if page_table is not None or k.dim() != 3:
+        if page_table is not None or len(k_shape) != 3:
             raise Decline("k_rank")
         page_size = None
-        max_seqlen_k = _int_arg(op.get("max_seqlen_k"), "max_seqlen_k")
-        _batch_tensor(cu_seqlens_k, "cu_seqlens_k", batch_size + 1)
-    elif k.dim() != 4:
+    elif len(k_shape) != 4:
         raise Decline("k_rank")
     elif page_table is not None:
-        if not isinstance(page_table, torch.Tensor) or page_table.dim() != 2:
+        table_shape = page_table.shape if isinstance(page_table, torch.Tensor) else ()
+        if len(table_shape) != 2:
             raise Decline("page_table_layout")
-        page_size = k.shape[1]
-        max_seqlen_k = page_table.shape[1] * page_size
+        page_size = k_shape[1]
+        max_seqlen_k = table_shape[1] * page_size
     else:
         page_size = None
-        max_seqlen_k = k.shape[1]
+        max_seqlen_k = k_shape[1]
 
-    k_new = op.get("k_new")
-    max_seqlen_k_new = 0 if k_new is None else k_new.shape[1]
-
-    window = op.get("window_size")
-    window = (-1, -1) if window is None else tuple(window)
-    if len(window) != 2:
-        raise Decline("window_size")
-    softcap = op.get("softcap") or 0.0
-    pack_gqa = op.get("pack_gqa")
+    try:
+        window_left, window_right = (-1, -1) if window is None else window
+    except (TypeError, ValueError):
+        raise Decline("window_size") from None
+    attention_chunk, num_splits, sm_margin = attention_chunk or 0, num_splits or 0, sm_margin or 0
+    if not (max_seqlen_q.__class__ is int and max_seqlen_k.__class__ is int and window_left.__class__ is int
+            and window_right.__class__ is int and attention_chunk.__class__ is int and num_splits.__class__ is int
+            and sm_margin.__class__ is int):
+        # the slow path names the first offender (ints are usually exactly ``int``: one test each)
+        for value, name in ((max_seqlen_q, "max_seqlen_q"), (max_seqlen_k, "max_seqlen_k"),
+                            (window_left, "window_size"), (window_right, "window_size"),
+                            (attention_chunk, "attention_chunk"), (num_splits, "num_splits"),
+                            (sm_margin, "sm_margin")):
+            _int_arg(value, name)
     if pack_gqa is False:
         # FA3's forward forces PackGQA for split / non-TMA paged kernels while get_scheduler_metadata
         # keeps an explicit False: 215 of 5000 random fa3-fwd calls differed on an H100
         # (benchmarks/results/gpu-exactness-*.json). None and True agree; False is never shared.
         raise Decline("pack_gqa_false")
+    signature = (
+        q_shape[-2], k_shape[-2], q_shape[-1], v.shape[-1], dtype, bool(causal), window_left, window_right,
+        attention_chunk, float(softcap or 0.0) > 0.0, num_splits, pack_gqa, sm_margin,
+    )
+    sizes = (batch_size, max_seqlen_q, max_seqlen_k, page_size, 0 if k_new is None else k_new.shape[1])
+    return signature, sizes, (seqused_k, cu_seqlens_q, cu_seqlens_k, seqused_q, leftpad_k)
 
-    sig = AttnSignature(
-        num_heads=q.shape[-2],
-        num_heads_k=k.shape[-2],
-        headdim=q.shape[-1],
-        headdim_v=v.shape[-1],
-        qkv_dtype=q.dtype,
-        is_causal=bool(op.get("causal", False)),
-        window_size_left=_int_arg(window[0], "window_size"),
-        window_size_right=_int_arg(window[1], "window_size"),
-        attention_chunk=_int_arg(op.get("attention_chunk") or 0, "attention_chunk"),
-        has_softcap=float(softcap) > 0.0,
-        num_splits=_int_arg(op.get("num_splits") or 0, "num_splits"),
-        pack_gqa=pack_gqa,
-        sm_margin=_int_arg(op.get("sm_margin") or 0, "sm_margin"),
-    )
-    seqused_q, leftpad_k = op.get("seqused_q"), op.get("leftpad_k")
-    batch = BatchDescriptor(
-        batch_size=batch_size,
-        max_seqlen_q=max_seqlen_q,
-        max_seqlen_k=max_seqlen_k,
-        page_size=page_size,
-        max_seqlen_k_new=max_seqlen_k_new,
-        seqused_k=_batch_tensor(seqused_k, "seqused_k", batch_size),
-        cu_seqlens_q=cu_seqlens_q,
-        cu_seqlens_k=cu_seqlens_k,
-        seqused_q=None if seqused_q is None else _batch_tensor(seqused_q, "seqused_q", batch_size),
-        leftpad_k=None if leftpad_k is None else _batch_tensor(leftpad_k, "leftpad_k", batch_size),
-    )
-    return sig, batch
+
+def descriptors(signature: tuple, sizes: tuple, tensors: tuple) -> tuple[AttnSignature, BatchDescriptor]:
+    """``parameters``' tuples as the named descriptors a provider computes from."""
+    return AttnSignature(*signature), BatchDescriptor(*sizes, *tensors)
+
+
+def derive(op: dict) -> tuple[AttnSignature, BatchDescriptor]:
+    """The checked scheduling parameters of a forward call given by forward-op argument names."""
+    return derive_fields(tuple(map(op.get, OP_FIELDS)))
+
+
+def derive_fields(fields: tuple) -> tuple[AttnSignature, BatchDescriptor]:
+    """``derive`` from the values of ``OP_FIELDS`` (what ``Binder.fields`` returns)."""
+    signature, sizes, tensors = parameters(fields)
+    check_batch_tensors(sizes, tensors)
+    return descriptors(signature, sizes, tensors)
 
 
 def scheduler_arguments(sig: AttnSignature, batch: BatchDescriptor) -> dict:

@@ -1,9 +1,11 @@
 """``wrap(fn, provider, convention)``: a drop-in for an FA3 Python entry that shares metadata.
 
-Per call: map the arguments onto the forward op's names, derive the exact scheduling
-parameters, build the key (parameters + batch-tensor identity + context), take the step's
-metadata for that key or compute it with the same build, and call ``fn`` with
-``scheduler_metadata=``. A call that already carries metadata, a call we cannot prove exact, and
+Per call, top to bottom: read the caller's arguments as the forward op's fields
+(``Binder.fields``), derive the exact scheduling parameters (``descriptor.parameters``), check
+and identify the batch tensors (``StepCache.identities``, memoised per step), build the key
+(parameters + batch-tensor identity + context), take the step's metadata for that key or compute
+it with the same build (``_compute``, the only place the named descriptors are built), and call
+``fn`` with the caller's own arguments plus ``scheduler_metadata=``. A call that already carries metadata, a call we cannot prove exact, and
 any failure of ours pass through untouched.
 """
 
@@ -16,9 +18,9 @@ from typing import Callable
 import torch
 
 from . import context, runtime, switches
-from .cache import ComputedEvent, fingerprint
+from .cache import ComputedEvent
 from .conventions import Binder, Convention
-from .descriptor import Decline, derive
+from .descriptor import AttnSignature, Decline, descriptors, parameters
 from .providers import Provider, ProviderUnavailable
 from .verify import verified_call
 
@@ -26,7 +28,7 @@ log = logging.getLogger("attn_sched_plugin")
 
 _WRAPPED_MARK = "__attn_sched_wrapped__"
 _logged_errors: set[str] = set()
-# (provider, signature) pairs whose metadata FA3 refused once: never injected again
+# (provider name, signature tuple) pairs whose metadata FA3 refused once: never injected again
 _rejected: set[tuple] = set()
 
 
@@ -59,8 +61,7 @@ def _intercept(fn, binder: Binder, provider: Provider, args: tuple, kwargs: dict
     tally = cache.tally
     tally.calls += 1
     try:
-        bound = binder.bind(args, kwargs)
-        metadata, signature = _metadata_for(binder, provider, bound, cache)
+        metadata, signature = _metadata_for(binder, provider, args, kwargs, cache)
     except Decline as exc:
         tally.passthrough[exc.reason] += 1
         return fn(*args, **kwargs)
@@ -69,56 +70,59 @@ def _intercept(fn, binder: Binder, provider: Provider, args: tuple, kwargs: dict
         tally.passthrough["plugin_error"] += 1
         return fn(*args, **kwargs)
 
-    bound["scheduler_metadata"] = metadata
     tally.injected += 1
     if switches.current().verify:
-        return verified_call(fn, bound, tally, signature)
+        bound = binder.bind(args, kwargs)
+        bound["scheduler_metadata"] = metadata
+        return verified_call(fn, bound, tally, AttnSignature(*signature))
     try:
-        return fn(**bound)
+        return binder.call_with_metadata(fn, args, kwargs, metadata)
     except RuntimeError as exc:
         # FA3 checks the metadata's size before launching anything: retry as FA3 alone would run
-        bound["scheduler_metadata"] = None
-        result = fn(**bound)
+        result = fn(*args, **kwargs)
         _rejected.add((provider.name, signature))
         tally.injected -= 1
         tally.passthrough["fa3_rejected"] += 1
-        _log_once(f"FA3 rejected shared metadata for {signature}: {exc}")
+        _log_once(f"FA3 rejected shared metadata for {AttnSignature(*signature)}: {exc}")
         return result
 
 
-def _metadata_for(binder: Binder, provider: Provider, bound: dict, cache):
-    convention = binder.convention
-    if bound.get("scheduler_metadata") is not None:
-        raise Decline("engine_native")
-    if convention.version_arg is not None and bound.get(convention.version_arg, 3) != 3:
-        raise Decline("not_fa3")
-    foreign = binder.foreign_argument(bound)
-    if foreign is not None:
-        raise Decline(f"arg_{foreign}")
-    sig, batch = derive(binder.to_op_args(bound))
-    if (provider.name, sig) in _rejected:
+def _metadata_for(binder: Binder, provider: Provider, args: tuple, kwargs: dict, cache) -> tuple:
+    """(metadata, signature tuple) for this call: the step's entry for its key, or a fresh computation.
+
+    The key is the provider, the exact scheduling parameters, the identity of each batch tensor
+    (data pointer + version counter; the entry pins the tensors, so the pointer cannot be reused
+    within the step) and the context (device, stream, capture).
+    """
+    signature, sizes, tensors = parameters(binder.fields(args, kwargs))
+    identities = cache.identities(sizes, tensors)
+    name = provider.name
+    if _rejected and (name, signature) in _rejected:
         raise Decline("fa3_rejected")
-    where = context.current(batch.seqused_k)
+    where = context.current(tensors[0])
     if where[2] == context.UNKNOWN_CAPTURE:
         raise Decline("capture_unidentified")
-    key = (
-        provider.name, sig, batch.batch_size, batch.max_seqlen_q, batch.max_seqlen_k, batch.page_size,
-        batch.max_seqlen_k_new, fingerprint(batch.seqused_k), fingerprint(batch.cu_seqlens_q),
-        fingerprint(batch.cu_seqlens_k), fingerprint(batch.seqused_q), fingerprint(batch.leftpad_k), where,
-    )
+    key = (name, signature, sizes, identities, where)
     metadata = cache.get(key)
     if metadata is None:
-        if cache.full():
-            cache.entries.clear()
-        try:
-            metadata = provider.compute(sig, batch)
-        except ProviderUnavailable as exc:
-            _log_once(str(exc))
-            raise Decline("provider_unavailable") from exc
-        cache.put(key, metadata, batch)
-        cache.tally.computed += 1
-        _announce(provider, cache.tally.step, where, sig, batch, metadata)
-    return metadata, sig
+        metadata = _compute(provider, signature, sizes, tensors, key, where, cache)
+    return metadata, signature
+
+
+def _compute(provider: Provider, signature: tuple, sizes: tuple, tensors: tuple, key: tuple, where: tuple, cache):
+    """A cache miss: compute with the call's own build and keep it (with its batch tensors) for the step."""
+    sig, batch = descriptors(signature, sizes, tensors)
+    if cache.full():
+        cache.entries.clear()
+    try:
+        metadata = provider.compute(sig, batch)
+    except ProviderUnavailable as exc:
+        _log_once(str(exc))
+        raise Decline("provider_unavailable") from exc
+    cache.put(key, metadata, tensors)
+    cache.tally.computed += 1
+    _announce(provider, cache.tally.step, where, sig, batch, metadata)
+    return metadata
 
 
 def _announce(provider, step, where, sig, batch, metadata) -> None:

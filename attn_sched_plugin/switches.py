@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 from typing import Mapping
 
@@ -41,9 +42,9 @@ def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
     try:
         value = float(raw)
     except ValueError:
-        value = -1.0
-    if value < 0:
-        raise SwitchError(f"{name}={raw!r} is not valid; accepted values: a number of seconds >= 0 (0 = never)")
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):  # "nan" / "inf" parse as floats but are no interval
+        raise SwitchError(f"{name}={raw!r} is not valid; accepted values: a finite number of seconds >= 0 (0 = never)")
     return value
 
 

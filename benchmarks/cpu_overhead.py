@@ -29,9 +29,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from attn_sched_plugin import context, interceptor, runtime, switches  # noqa: E402
-from attn_sched_plugin.cache import fingerprint  # noqa: E402
-from attn_sched_plugin.conventions import KVCACHE, VARLEN  # noqa: E402
-from attn_sched_plugin.descriptor import derive  # noqa: E402
+from attn_sched_plugin.conventions import KVCACHE, VARLEN, Binder  # noqa: E402
+from attn_sched_plugin.descriptor import parameters  # noqa: E402
 from tests.reference import fa3_reference as ref  # noqa: E402
 
 TARGET_NS = 2000
@@ -55,12 +54,14 @@ def scenarios() -> dict:
     table = torch.arange(b * pages, dtype=torch.int32).view(b, pages)
     seqlens = i32([100 + 7 * i for i in range(b)])
     cu_q = torch.arange(b + 1, dtype=torch.int32)
+    cu_k = torch.cat([torch.zeros(1, dtype=torch.int32), seqlens.cumsum(0, dtype=torch.int32)])
     return {
-        # SGLang's decode call (flashattention_backend.forward_decode) without its cu_seqlens_k_new=cu_seqlens_k,
-        # which the descriptor declines today (FA3 ignores it when k is None), so the reuse path is what is timed
+        # SGLang's decode call (flashattention_backend.forward_decode), cu_seqlens_k_new=cu_seqlens_k with k=None
+        # included (FA3 ignores it then, and so does the descriptor)
         "kvcache_sglang_decode": (ref.flash_attn_with_kvcache, KVCACHE, (), dict(
             q=torch.zeros(b, h, d, dtype=torch.bfloat16), k_cache=k, v_cache=k, page_table=table,
-            cache_seqlens=seqlens, cu_seqlens_q=cu_q, max_seqlen_q=1, softmax_scale=d ** -0.5, causal=True,
+            cache_seqlens=seqlens, cu_seqlens_q=cu_q, cu_seqlens_k_new=cu_k, max_seqlen_q=1, softmax_scale=d ** -0.5,
+            causal=True,
             window_size=(-1, -1), softcap=0.0, k_descale=None, v_descale=None, return_softmax_lse=False,
             num_splits=0)),
         # vLLM's FlashAttentionImpl.forward call (positional q, k, v like vLLM)
@@ -113,18 +114,21 @@ def breakdown(entry, convention, args, kwargs, repeats: int, loop: int) -> dict:
     wrapped = interceptor.wrap(stub, provider, convention)
     runtime.new_step()
     wrapped(*args, **kwargs)
-    binder = interceptor.Binder(stub, convention)
-    bound = binder.bind(args, kwargs)
-    op = binder.to_op_args(bound)
-    sig, batch = derive(op)
-    where = context.current(batch.seqused_k)
-    key = (provider.name, sig, batch.batch_size, batch.max_seqlen_q, batch.max_seqlen_k, batch.page_size,
-           batch.max_seqlen_k_new, fingerprint(batch.seqused_k), fingerprint(batch.cu_seqlens_q),
-           fingerprint(batch.cu_seqlens_k), fingerprint(batch.seqused_q), fingerprint(batch.leftpad_k), where)
+    binder = Binder(stub, convention)
+    op = binder.fields(args, kwargs)
+    signature, sizes, tensors = parameters(op)
     cache = runtime.state()
-    assert cache.get(key) is not None
-    injected = dict(bound, scheduler_metadata=cache.get(key))
+    identities = cache.identities(sizes, tensors)
+    where = context.current(tensors[0])
+
+    def make_key():
+        return (provider.name, signature, sizes, identities, where)
+
+    key = make_key()
+    metadata = cache.get(key)
+    assert metadata is not None
     compiling = torch.compiler.is_compiling
+    rejected = interceptor._rejected
 
     def gate():
         return compiling() or switches.current().disabled
@@ -132,43 +136,35 @@ def breakdown(entry, convention, args, kwargs, repeats: int, loop: int) -> dict:
     def step_state():
         runtime.state().tally.calls += 0
 
-    def checks():
-        bound.get("scheduler_metadata")
-        bound.get(convention.version_arg, 3)
-        binder.foreign_argument(bound)
+    def rejected_lookup():
+        return rejected and (provider.name, signature) in rejected
 
-    def rejected():
-        return (provider.name, sig) in interceptor._rejected
-
-    def make_key():
-        return (provider.name, sig, batch.batch_size, batch.max_seqlen_q, batch.max_seqlen_k, batch.page_size,
-                batch.max_seqlen_k_new, fingerprint(batch.seqused_k), fingerprint(batch.cu_seqlens_q),
-                fingerprint(batch.cu_seqlens_k), fingerprint(batch.seqused_q), fingerprint(batch.leftpad_k), where)
-
-    def call_with_kwargs_dict():
-        return stub(**injected)
+    def call_with_metadata():
+        return binder.call_with_metadata(stub, args, kwargs, metadata)
 
     steps = {
         "gate (is_compiling, switches.current)": (gate, (), {}),
         "runtime.state + tally": (step_state, (), {}),
-        "binder.bind": (binder.bind, (args, kwargs), {}),
-        "checks (native, version, foreign_argument)": (checks, (), {}),
-        "binder.to_op_args": (binder.to_op_args, (bound,), {}),
-        "descriptor.derive": (derive, (op,), {}),
-        "rejected lookup": (rejected, (), {}),
-        "context.current": (context.current, (batch.seqused_k,), {}),
-        "key: 5 fingerprints + tuple": (make_key, (), {}),
+        "binder.fields (bind + native/version/foreign checks)": (binder.fields, (args, kwargs), {}),
+        "descriptor.parameters": (parameters, (op,), {}),
+        "cache.identities (memoised batch-tensor checks + data_ptr/_version)": (cache.identities, (sizes, tensors), {}),
+        "rejected lookup": (rejected_lookup, (), {}),
+        "context.current": (context.current, (tensors[0],), {}),
+        "key tuple": (make_key, (), {}),
         "cache.get (hash of the key)": (cache.get, (key,), {}),
-        "fn(**bound) instead of fn(*args, **kwargs)": (call_with_kwargs_dict, (), {}),
+        "call_with_metadata (incl. the stub; its direct call is subtracted below)": (call_with_metadata, (), {}),
     }
+    n = max(repeats // 4, 20)
     out = {}
     for name, (fn, a, kw) in steps.items():
         per_call_ns(fn, a, kw, loop)
-        out[name] = summary([per_call_ns(fn, a, kw, loop) for _ in range(max(repeats // 4, 20))])["median_ns"]
-    empty = summary([per_call_ns(lambda: None, (), {}, loop) for _ in range(max(repeats // 4, 20))])["median_ns"]
+        out[name] = summary([per_call_ns(fn, a, kw, loop) for _ in range(n)])["median_ns"]
+    empty = summary([per_call_ns(lambda: None, (), {}, loop) for _ in range(n)])["median_ns"]
+    direct = summary([per_call_ns(stub, args, kwargs, loop) for _ in range(n)])["median_ns"]
     out["(loop + empty call overhead, subtract from each step)"] = empty
-    out["sum of steps minus call overheads"] = round(sum(v for k, v in out.items() if not k.startswith("(")) -
-                                                     empty * len(steps), 1)
+    out["(direct stub call, subtract from call_with_metadata)"] = direct
+    out["sum of steps minus call overheads"] = round(
+        sum(v for k, v in out.items() if not k.startswith("(")) - empty * (len(steps) - 1) - direct, 1)
     return out
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from attn_sched_plugin.conventions import Binder, Convention
-from attn_sched_plugin.descriptor import derive
+from attn_sched_plugin.descriptor import derive_fields
 
 
 def i32(values) -> torch.Tensor:
@@ -96,5 +96,4 @@ def varlen_call(b: int = 2, s_q: int = 1, h: int = 4, h_k: int = 2, d: int = 64,
 
 def derive_call(fn, convention: Convention, **kwargs):
     """``descriptor.derive`` of a call to ``fn`` under ``convention`` (as the interceptor runs it)."""
-    binder = Binder(fn, convention)
-    return derive(binder.to_op_args(binder.bind((), kwargs)))
+    return derive_fields(Binder(fn, convention).fields((), kwargs))

@@ -303,3 +303,74 @@ def test_appending_k_new_is_scheduled_with_its_length(ref, fa, tally):
     assert bitwise_equal(fa(**ours_call), ref.flash_attn_with_kvcache(**plain_call))
     assert torch.equal(ours_call["k_cache"], plain_call["k_cache"])
     assert tally().injected == 1 and not tally().passthrough
+
+
+def test_sglang_decode_with_cu_seqlens_k_new_and_no_k_is_injected(ref, fa, tally, computations):
+    """SGLang passes cu_seqlens_k_new=cu_seqlens_k with k=None; FA3 ignores it then, so we share metadata."""
+    call = kvcache_call(b=3, s_q=2, varlen_q=True, causal=True)
+    call["cu_seqlens_k_new"] = i32([0] + call["cache_seqlens"].cumsum(0).tolist())
+    outs = [fa(**call) for _ in range(3)]
+    assert computations() == 1 and tally().injected == 3 and not tally().passthrough
+    assert all(bitwise_equal(o, ref.flash_attn_with_kvcache(**call)) for o in outs)
+
+
+def _recording_entry(seen):
+    def entry(q, k_cache, v_cache, cache_seqlens=None, page_table=None, scheduler_metadata=None, causal=False):
+        seen.append(scheduler_metadata)
+        return q
+
+    return entry
+
+
+@pytest.mark.parametrize("how", ["positional", "keyword", "absent"])
+def test_metadata_slot_passed_as_none_is_filled_not_duplicated(ref, tally, how):
+    seen = []
+    fa = interceptor.wrap(_recording_entry(seen), ref.provider(), KVCACHE)
+    c = kvcache_call(b=2)
+    args = (c["q"], c["k_cache"], c["v_cache"], c["cache_seqlens"], c["page_table"])
+    if how == "positional":
+        fa(*args, None, True)
+    elif how == "keyword":
+        fa(*args, scheduler_metadata=None, causal=True)
+    else:
+        fa(*args, causal=True)
+    assert len(seen) == 1 and isinstance(seen[0], torch.Tensor)
+    assert tally().injected == 1 and not tally().passthrough
+
+
+def test_engine_native_takes_precedence_over_other_declines(ref, tally):
+    seen = []
+
+    def entry(q, k_cache, v_cache, cache_seqlens=None, scheduler_metadata=None, ver=3, dropout_p=0.0):
+        seen.append(scheduler_metadata)
+
+    fa = interceptor.wrap(entry, ref.provider(), KVCACHE)
+    c = kvcache_call(b=2, page_size=None)
+    native = i32([1])
+    fa(c["q"], c["k_cache"], c["v_cache"], c["cache_seqlens"], native, ver=4, dropout_p=0.5)
+    fa(c["q"], c["k_cache"], c["v_cache"], c["cache_seqlens"], ver=4, dropout_p=0.5)
+    fa(c["q"], c["k_cache"], c["v_cache"], c["cache_seqlens"], dropout_p=0.5)
+    assert seen == [native, None, None]
+    assert tally().passthrough == {"engine_native": 1, "not_fa3": 1, "arg_dropout_p": 1}
+
+
+@pytest.mark.parametrize("reshape", [lambda t: t.resize_(3), lambda t: t.set_(i32([4, 4, 4])),
+                                     lambda t: t.as_strided_((2,), (2,))])
+def test_checked_batch_tensor_is_rechecked_after_an_in_place_metadata_change(fa, tally, reshape):
+    """The per-step check memo is keyed by object and version: resize_/set_/as_strided_ bump the version."""
+    seqlens = i32([3, 5, 7, 9])[:2]  # room in its storage for the reshapes below
+    call = kvcache_call(b=2, cache_seqlens=seqlens)
+    fa(**call)
+    reshape(seqlens)
+    fa(**call)
+    assert tally().injected == 1 and tally().passthrough == {"seqused_k_layout": 1}
+
+
+def test_checked_batch_tensor_is_rechecked_for_another_batch_size(fa, tally):
+    """A tensor found valid for batch size 2 is not taken as valid for batch size 3 (same object, same version)."""
+    call = kvcache_call(b=2, s_q=1, varlen_q=True, q_lens=[1, 1])
+    fa(**call)
+    call3 = kvcache_call(b=3, s_q=1, varlen_q=True, q_lens=[1, 1, 1])
+    with pytest.raises(IndexError):  # passed through: the reference fails on it as FA3 would
+        fa(**dict(call3, cache_seqlens=call["cache_seqlens"]))
+    assert tally().injected == 1 and tally().passthrough == {"seqused_k_layout": 1}

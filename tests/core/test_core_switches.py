@@ -48,7 +48,7 @@ def test_summary_interval_values(raw, value, caplog):
     assert errors(caplog) == []
 
 
-@pytest.mark.parametrize("raw", ["-1", "soon", "nan"])
+@pytest.mark.parametrize("raw", ["-1", "soon", "nan", "NaN", "inf", "-inf", "1e999"])
 def test_summary_interval_invalid(raw, caplog):
     with caplog.at_level(logging.ERROR, logger="attn_sched_plugin"):
         s = switches.reload(env={"ATTN_SCHED_SUMMARY_INTERVAL": raw})

@@ -111,6 +111,8 @@ def _fwd(q, k, v, k_new=None, v_new=None, q_v=None, out=None, cu_seqlens_q=None,
          is_causal=False, window_size_left=-1, window_size_right=-1, attention_chunk=0, softcap=0.0,
          is_rotary_interleaved=False, scheduler_metadata=None, num_splits=0, pack_gqa=None, sm_margin=0,
          sinks=None):
+    if k_new is None:
+        cu_seqlens_k_new = None  # like mha_fwd, which reads it only inside `if (k_new_.has_value())`
     for name, value in (("kv_batch_idx", kv_batch_idx), ("leftpad_k", leftpad_k), ("rotary_cos", rotary_cos),
                         ("cu_seqlens_k_new", cu_seqlens_k_new), ("seqused_q", seqused_q)):
         if value is not None:
