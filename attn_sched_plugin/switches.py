@@ -51,7 +51,7 @@ def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
 class Switches:
     """The switches in force. ``errors`` lists the invalid ones (their defaults were used)."""
 
-    SGLANG_MODES = ("in-graph", "replace")
+    SGLANG_MODES = ("replace", "keep-native")
 
     def __init__(self, env: Mapping[str, str] | None = None):
         env = os.environ if env is None else env
@@ -59,7 +59,7 @@ class Switches:
         self.disabled = self._read(_flag, env, "ATTN_SCHED_DISABLE", default=False)
         self.verify = self._read(_flag, env, "ATTN_SCHED_VERIFY", default=False)
         self.summary_interval_s = self._read(_seconds, env, "ATTN_SCHED_SUMMARY_INTERVAL", 600.0, default=600.0)
-        self.sglang_mode = self._read(_choice, env, "ATTN_SCHED_SGLANG_MODE", self.SGLANG_MODES, default="in-graph")
+        self.sglang_mode = self._read(_choice, env, "ATTN_SCHED_SGLANG_MODE", self.SGLANG_MODES, default="replace")
 
     def _read(self, parse, env, name, *args, default):
         try:

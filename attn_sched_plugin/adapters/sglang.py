@@ -31,17 +31,11 @@ GUARDED = "sglang_dp_attention_or_prefill_cp"
 # what the adapter covers, by call path of FlashAttentionBackend (see docs/coverage-sglang.md)
 COVERED = [
     "decode: SWA layers", "decode: local/chunked attention", "draft decode topk<=1 (every draft step)",
-    "draft decode topk>1: normal part",
+    "draft decode topk>1: normal and expand parts", "extend/prefill, target verify, draft extend (incl. SWA)",
+    "context-parallel extend", "MLA decode and extend (qv)", "cross-attention decode",
 ]
 DEFAULT_DECODE = "decode: non-SWA, non-MLA (no speculation)"
-# these calls pass cu_seqlens_k_new (without k_new), which the core descriptor declines today
-_CU_SEQLENS_K_NEW = "passes cu_seqlens_k_new without k_new; the core declines it (FA3 ignores it then)"
 PASSED_THROUGH = {
-    "extend/prefill, target verify, draft extend (incl. SWA)": _CU_SEQLENS_K_NEW,
-    "context-parallel extend": _CU_SEQLENS_K_NEW,
-    "MLA decode and extend (qv)": _CU_SEQLENS_K_NEW,
-    "draft decode / verify topk>1: expand part": _CU_SEQLENS_K_NEW,
-    "cross-attention decode": _CU_SEQLENS_K_NEW,
     "flash_attn_varlen_func (3 extend paths)": "SGLang's FA3 varlen wrapper hard-codes scheduler_metadata=None",
     "fa_impl_ver=4 (FA4)": "not FA3 (ver != 3)",
     "DP attention / prefill context parallelism": "SGLang's guard respected: backend disables metadata sharing",

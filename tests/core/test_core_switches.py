@@ -17,7 +17,7 @@ def errors(caplog) -> list[str]:
 
 def test_defaults():
     s = switches.reload(env={})
-    assert (s.disabled, s.verify, s.summary_interval_s, s.sglang_mode) == (False, False, 600.0, "in-graph")
+    assert (s.disabled, s.verify, s.summary_interval_s, s.sglang_mode) == (False, False, 600.0, "replace")
     assert s.errors == []
 
 
@@ -57,8 +57,8 @@ def test_summary_interval_invalid(raw, caplog):
     assert "ATTN_SCHED_SUMMARY_INTERVAL" in message and "seconds >= 0" in message
 
 
-@pytest.mark.parametrize("raw, value", [("in-graph", "in-graph"), ("replace", "replace"), (" REPLACE ", "replace"),
-                                        ("", "in-graph")])
+@pytest.mark.parametrize("raw, value", [("keep-native", "keep-native"), ("replace", "replace"), (" REPLACE ", "replace"),
+                                        ("", "replace")])
 def test_sglang_mode_values(raw, value, caplog):
     assert switches.reload(env={"ATTN_SCHED_SGLANG_MODE": raw}).sglang_mode == value
     assert errors(caplog) == []
@@ -67,9 +67,9 @@ def test_sglang_mode_values(raw, value, caplog):
 def test_sglang_mode_invalid(caplog):
     with caplog.at_level(logging.ERROR, logger="attn_sched_plugin"):
         s = switches.reload(env={"ATTN_SCHED_SGLANG_MODE": "outside"})
-    assert s.sglang_mode == "in-graph"
+    assert s.sglang_mode == "replace"
     (message,) = errors(caplog)
-    assert "ATTN_SCHED_SGLANG_MODE" in message and "'outside'" in message and "in-graph, replace" in message
+    assert "ATTN_SCHED_SGLANG_MODE" in message and "'outside'" in message and "replace, keep-native" in message
 
 
 def test_several_invalid_values_one_message_each(caplog):

@@ -166,4 +166,4 @@ def _era():
 
 def _all_targets() -> list[str]:
     era = _era()
-    return [era.fa3_entry] + [f"{targets.BACKEND}.{n}" for n in targets.method_targets(era, "in-graph")]
+    return [era.fa3_entry] + [f"{targets.BACKEND}.{n}" for n in targets.method_targets(era, "keep-native")]

@@ -52,7 +52,7 @@ def test_backend_imports_the_wrapped_dispatcher(backend_tree, era, sglang_backen
 
 def test_hooked_methods_exist_with_expected_parameters(backend_tree, era):
     methods = _methods(_class(backend_tree, "FlashAttentionBackend"))
-    for mode in ("in-graph", "replace"):
+    for mode in ("keep-native", "replace"):
         for name, leading in targets.method_targets(era, mode).items():
             assert name in methods, f"FlashAttentionBackend.{name} is gone"
             params = tuple(a.arg for a in methods[name].args.args)

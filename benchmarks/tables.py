@@ -1,0 +1,73 @@
+"""Markdown tables for the README, generated from benchmarks/results/*.json (never typed by hand).
+
+    python benchmarks/tables.py            # print
+    python benchmarks/tables.py --update   # rewrite the README between the bench markers
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from attn_sched_plugin.bench.run import derived
+
+RESULTS = Path(__file__).parent / "results"
+README = Path(__file__).parent.parent / "README.md"
+START, END = "<!-- bench-tables:start -->", "<!-- bench-tables:end -->"
+FILES = ("decode-qwen3-32b-tp4", "decode-models", "verify-extend", "tp1-qwen3-32b", "decode-after-hotpath")
+
+
+def bench_table(name: str) -> str:
+    data = json.loads((RESULTS / f"{name}.json").read_text())
+    env = data["environment"]
+    lines = [f"**{name}** — {env['card']}, FA3 `{env['fa3_build']}` (vllm 0.33.0 wheel), torch {env['torch']}; "
+             f"`{env['command']}`", "",
+             "| preset | mode | bs | ctx | (a) FA3 us | (b) engine us | (c) plugin us | saved vs (a) us | % | (c) vs (b) us "
+             "| (a) p10-p90 us | prepare/step a·b·c | exact | note |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|"]
+    rows = [r for r in data["results"] if r.get("rank", 0) == 0]
+    for r in rows:
+        d, v = derived(r), r["variants"]
+        med = {n: v[n]["gpu_us"]["median"] for n in ("fa3", "engine", "plugin")}
+        spread = v["fa3"]["gpu_us"]["p90"] - v["fa3"]["gpu_us"]["p10"]
+        lines.append(
+            f"| {r['preset']} | {r['mode']} | {r['batch']} | {r['context']} | {med['fa3']:.1f} | {med['engine']:.1f} | "
+            f"{med['plugin']:.1f} | {d['saved_us']:.1f} | {d['saved_pct']:.2f} | {d['saved_vs_engine_us']:.1f} | "
+            f"{spread:.1f} | {'·'.join(str(v[n]['prepare_launches']) for n in ('fa3', 'engine', 'plugin'))} | "
+            f"{'yes' if all(r['bitwise_equal_to_fa3'].values()) else 'NO'} | {'noise' if d['noise'] else ''} |")
+    return "\n".join(lines)
+
+
+def exactness_table() -> str:
+    data = json.loads((RESULTS / "gpu-exactness.json").read_text())
+    env = data["environment"]
+    lines = [f"**GPU exactness** — {env['card']}, torch {env['torch']}, pytest exit status {data['exitstatus']}; "
+             "`ATTN_SCHED_GPU_CASES=5000 bash integration/gpu_run.sh exactness`", "",
+             "| test | numbers |", "|---|---|"]
+    for test, numbers in data["tests"].items():
+        shown = {k: v for k, v in numbers.items() if k not in ("failures",)}
+        lines.append(f"| `{test.split('::')[-1]}` | {json.dumps(shown)} |")
+    return "\n".join(lines)
+
+
+def render() -> str:
+    return "\n\n".join([exactness_table(), *(bench_table(n) for n in FILES)])
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--update", action="store_true")
+    args = ap.parse_args()
+    if not args.update:
+        print(render())
+        return 0
+    text = README.read_text()
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    README.write_text(f"{head}{START}\n{render()}\n{END}{tail}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
