@@ -63,9 +63,6 @@ VARLEN = Convention(
     neutral=_COMMON_NEUTRAL | {"s_aux", "deterministic", "return_attn_probs"},
 )
 
-CONVENTIONS = {c.name: c for c in (KVCACHE, VARLEN)}
-
-
 def _at_default(value, default) -> bool:
     return value is default or (isinstance(value, (bool, int, float, str, tuple)) and value == default)
 
@@ -155,17 +152,3 @@ class Binder:
         if "scheduler_metadata" in kwargs:
             return fn(*args, **{**kwargs, "scheduler_metadata": metadata})
         return fn(*args, **kwargs, scheduler_metadata=metadata)
-
-    def bind(self, args: tuple, kwargs: dict) -> dict:
-        """The call's arguments by surface name, defaults filled in (for ``verify`` and the GPU bench)."""
-        bound = dict(self.defaults)
-        bound.update(zip(self.positional, args))
-        bound.update(kwargs)
-        return bound
-
-    def to_op_args(self, bound: dict) -> dict:
-        """``bind``'s result under the forward op's names (no checks; ``fields`` is the checked path)."""
-        renames = self.convention.renames
-        op = {renames[n]: v for n, v in bound.items() if n in renames}
-        op.update(self.convention.fixed)
-        return op

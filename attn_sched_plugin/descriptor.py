@@ -182,13 +182,8 @@ def descriptors(signature: tuple, sizes: tuple, tensors: tuple) -> tuple[AttnSig
     return AttnSignature(*signature), BatchDescriptor(*sizes, *tensors)
 
 
-def derive(op: dict) -> tuple[AttnSignature, BatchDescriptor]:
-    """The checked scheduling parameters of a forward call given by forward-op argument names."""
-    return derive_fields(tuple(map(op.get, OP_FIELDS)))
-
-
 def derive_fields(fields: tuple) -> tuple[AttnSignature, BatchDescriptor]:
-    """``derive`` from the values of ``OP_FIELDS`` (what ``Binder.fields`` returns)."""
+    """The checked scheduling parameters of a call, from its values of ``OP_FIELDS`` (``Binder.fields``)."""
     signature, sizes, tensors = parameters(fields)
     check_batch_tensors(sizes, tensors)
     return descriptors(signature, sizes, tensors)

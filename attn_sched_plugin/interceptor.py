@@ -72,9 +72,8 @@ def _intercept(fn, binder: Binder, provider: Provider, args: tuple, kwargs: dict
 
     tally.injected += 1
     if switches.current().verify:
-        bound = binder.bind(args, kwargs)
-        bound["scheduler_metadata"] = metadata
-        return verified_call(fn, bound, tally, AttnSignature(*signature))
+        return verified_call(lambda md: binder.call_with_metadata(fn, args, kwargs, md), metadata, tally,
+                             AttnSignature(*signature))
     try:
         return binder.call_with_metadata(fn, args, kwargs, metadata)
     except RuntimeError as exc:

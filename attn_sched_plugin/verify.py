@@ -27,18 +27,17 @@ def _snapshot(out):
     return out.clone() if isinstance(out, torch.Tensor) else out
 
 
-def verified_call(fn, bound: dict, tally, signature) -> object:
-    """Call with the injected metadata, then without; return the plain result, report any difference.
+def verified_call(call, metadata, tally, signature) -> object:
+    """``call(metadata)``, then ``call(None)``; return the plain result, report any difference.
 
     Skipped inside CUDA-graph capture (nothing has run yet to compare).
     """
-    with_metadata = fn(**bound)
+    with_metadata = call(metadata)
     if torch.cuda.is_available() and torch.cuda.is_current_stream_capturing():
         tally.passthrough["verify_skipped_in_capture"] += 1
         return with_metadata
     expected = _snapshot(with_metadata)
-    bound["scheduler_metadata"] = None
-    plain = fn(**bound)
+    plain = call(None)
     if not bitwise_equal(expected, plain):
         tally.verify_mismatches += 1
         if signature not in _reported:

@@ -17,7 +17,7 @@ import torch
 
 from .. import runtime
 from ..conventions import Binder
-from ..descriptor import derive
+from ..descriptor import derive_fields
 from ..interceptor import wrap
 from .builds import FA3Build
 from .presets import Preset
@@ -89,8 +89,7 @@ class Step:
         """Outside the graph, every step: the engine's host call plus a copy into its buffer."""
         if not self._engine_layers:
             return
-        bound = self._binder.bind((), self.layer_kwargs(self._engine_layers[0]))
-        sig, batch = derive(self._binder.to_op_args(bound))
+        sig, batch = derive_fields(self._binder.fields((), self.layer_kwargs(self._engine_layers[0])))
         fresh = self.build.provider.compute(sig, batch)
         buffer = self.engine_buffers.get(0)
         if buffer is None:
