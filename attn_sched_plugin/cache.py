@@ -88,6 +88,7 @@ class StepCache:
         swapped for a tensor at the same address) is the known limit of the whole key.
         """
         batch_size = sizes[0]
+        # descriptor.BATCH_TENSORS unrolled: a loop over the table adds ~1 us per call (measured)
         seqused_k, cu_seqlens_q, cu_seqlens_k, seqused_q, leftpad_k = tensors
         return (
             self._identity(seqused_k, "seqused_k", batch_size),
