@@ -15,7 +15,8 @@ from attn_sched_plugin.bench.run import derived
 RESULTS = Path(__file__).parent / "results"
 README = Path(__file__).parent.parent / "README.md"
 START, END = "<!-- bench-tables:start -->", "<!-- bench-tables:end -->"
-FILES = ("decode-qwen3-32b-tp4", "decode-models", "verify-extend", "tp1-qwen3-32b", "decode-after-hotpath")
+FILES = ("decode-qwen3-32b-tp4", "decode-models", "decode-gemma-mla", "verify-extend", "extend-after-hotpath",
+         "tp1-qwen3-32b", "decode-after-hotpath")
 
 
 def bench_table(name: str) -> str:
