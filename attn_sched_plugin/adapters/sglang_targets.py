@@ -7,11 +7,12 @@ callbacks, 0.5.13+ the out-of-graph/in-graph pair, and from 0.5.17 the FA3 dispa
 
 from __future__ import annotations
 
-import importlib.metadata
 import inspect
 import pkgutil
 import re
 from typing import NamedTuple
+
+from . import packages
 
 MIN_VERSION = (0, 5, 11)  # first release with sglang.srt.plugins (entry-point discovery + HookRegistry)
 MAX_KNOWN = (0, 5, 23)  # newest release whose source the adapter was checked against
@@ -59,10 +60,7 @@ ERAS = (
 
 
 def installed_version() -> str | None:
-    try:
-        return importlib.metadata.version("sglang")
-    except importlib.metadata.PackageNotFoundError:
-        return None
+    return packages.installed_version("sglang")
 
 
 def parse(version: str) -> tuple[int, int, int]:

@@ -8,11 +8,12 @@ does; ``installed_version`` reads package metadata only (the doctor calls it eve
 from __future__ import annotations
 
 import importlib
-import importlib.metadata
 import inspect
 import re
 from dataclasses import dataclass, field
 from types import ModuleType
+
+from . import packages
 
 SUPPORTED = ((0, 11, 0), (0, 33, 0))
 FA_MODULE = "vllm.v1.attention.backends.flash_attn"
@@ -50,12 +51,7 @@ class Plan:
 
 
 def installed_version() -> str | None:
-    for dist in DISTRIBUTIONS:
-        try:
-            return importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return None
+    return packages.installed_version(*DISTRIBUTIONS)
 
 
 def parse(version: str) -> tuple[int, int, int]:
