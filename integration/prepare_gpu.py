@@ -1,7 +1,7 @@
 """Pack the two real FA3 builds for the offline GPU machine (no network, 64 MiB per run).
 
 Downloads here, from the package index, the wheels named in the notes and keeps only what the
-GPU run needs, xz-compressed (the 173 MB vLLM library packs to ~8 MB):
+GPU run needs, xz-compressed (the 173 MB vLLM library packs to 7.7 MiB, 16.5 MiB in all):
 
   .gpu/vllm_fa3/_vllm_fa3_C.abi3.so.xz   from vllm==0.33.0 (vllm/vllm_flash_attn/)
   .gpu/fa3_fwd/...xz                      the fa3-fwd==0.0.3 wheel's package and interface
@@ -28,13 +28,15 @@ WHEELS = {
         "fa3_fwd_config.py": "fa3_fwd/fa3_fwd_config.py",
     },
 }
+PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_24_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64")
 LIMIT = 60 * 2**20  # leave room for the working tree under the 64 MiB per call
 
 
 def fetch(requirement: str, into: Path) -> Path:
+    # pip matches manylinux tags exactly: list every one the two wheels use (2_28 vllm, 2_24 fa3-fwd)
+    platforms = [arg for tag in PLATFORMS for arg in ("--platform", tag)]
     subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-                    "--python-version", "3.12", "--platform", "manylinux_2_28_x86_64", "-d", str(into),
-                    requirement], check=True)
+                    "--python-version", "3.12", *platforms, "-d", str(into), requirement], check=True)
     name = requirement.split("==")[0].replace("-", "_")
     return next(into.glob(f"{name}-*.whl"))
 
