@@ -67,8 +67,12 @@ def diagnose() -> dict:
 def _verdict(r: dict) -> tuple[bool, str]:
     if r["switches"]["ATTN_SCHED_DISABLE"]:
         return False, "disabled by ATTN_SCHED_DISABLE"
-    serving = [e for e in r["engines"] if e["supported"] and r["entry_points"].get(e["engine"], {}).get("will_load")]
+    loaded = [e for e in r["engines"] if e["supported"] and r["entry_points"].get(e["engine"], {}).get("will_load")]
+    serving = [e for e in loaded if r["fa3_builds"].get(e["fa3_build"], {}).get("usable")]
     if not serving:
+        if loaded:  # the adapter would decline: its FA3 build (or the op) is not usable here
+            return False, "; ".join(f"{e['engine']} {e['installed_version']}: FA3 build {e['fa3_build']!r} unusable here"
+                                    for e in loaded)
         return False, "no supported engine installed whose plugin entry point the engine will load"
     return True, "active for " + ", ".join(f"{e['engine']} {e['installed_version']}" for e in serving)
 

@@ -13,6 +13,7 @@ class EngineSupport:
     installed_version: str | None
     supported: bool
     reason: str = ""
+    fa3_build: str = ""  # the build (``providers.BUILDS``) whose metadata the adapter would use
 
     def as_dict(self) -> dict:
         return asdict(self)

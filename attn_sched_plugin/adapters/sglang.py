@@ -22,6 +22,7 @@ from ..report import AdapterReport, EngineSupport
 from . import sglang_targets as targets
 
 ENGINE = "sglang"
+FA3_BUILD = "sgl_kernel"
 log = logging.getLogger("attn_sched_plugin")
 
 # pass-through reasons recorded in the step tally
@@ -110,9 +111,9 @@ def _no_precompute(original_fn, *args, **kwargs):
 def attn_sched_discover() -> list[EngineSupport]:
     version = targets.installed_version()
     if version is None:
-        return [EngineSupport(ENGINE, None, False, "sglang is not installed")]
+        return [EngineSupport(ENGINE, None, False, "sglang is not installed", FA3_BUILD)]
     reason = _version_reason(version)
-    return [EngineSupport(ENGINE, version, reason is None, reason or "")]
+    return [EngineSupport(ENGINE, version, reason is None, reason or "", FA3_BUILD)]
 
 
 @hookimpl
@@ -159,7 +160,7 @@ def install(provider: Provider | None = None) -> AdapterReport:
             why += "; ".join(problems) + "; nothing patched"
             log.warning("attn-sched: %s", why)
             return _decline(version, why)
-        _state.provider = provider or provider_for("sgl_kernel")
+        _state.provider = provider or provider_for(FA3_BUILD)
         _state.patches = _apply_all(era, mode)
         _state.active = True
         _state.report = _report(version, mode)

@@ -157,13 +157,13 @@ def _declined(version: str, reason: str) -> AdapterReport:
 def attn_sched_discover() -> list[EngineSupport]:
     version = targets.installed_version()
     if version is None:
-        return [EngineSupport(ENGINE, None, False, "vllm is not installed")]
+        return [EngineSupport(ENGINE, None, False, "vllm is not installed", FA3_BUILD)]
     try:
         known = targets.is_known(version)
     except targets.Unsupported as exc:
-        return [EngineSupport(ENGINE, version, False, str(exc))]
+        return [EngineSupport(ENGINE, version, False, str(exc), FA3_BUILD)]
     reason = "" if known else "outside 0.11.0-0.33.0: patched only if every target resolves with the expected signature"
-    return [EngineSupport(ENGINE, version, known, reason)]
+    return [EngineSupport(ENGINE, version, known, reason, FA3_BUILD)]
 
 
 @hookimpl
