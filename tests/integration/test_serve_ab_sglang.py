@@ -39,7 +39,9 @@ def test_server_command_parses(steps, capture_parse):
     for step in servers:
         assert step.argv[1:3] == ["-m", "sglang.launch_server"]
         ns = capture_parse(lambda argv=step.argv[3:]: prepare_server_args(argv), ["sglang.launch_server", *step.argv[3:]])
-        assert (ns.model_path, ns.tp_size, ns.host, ns.port) == ("Qwen/Qwen3-32B", 4, "127.0.0.1", 30000)
+        # the option's argparse dest: tensor_parallel_size up to 0.5.12, tp_size later
+        tp = ns.tp_size if hasattr(ns, "tp_size") else ns.tensor_parallel_size
+        assert (ns.model_path, tp, ns.host, ns.port) == ("Qwen/Qwen3-32B", 4, "127.0.0.1", 30000)
         assert ns.attention_backend == "fa3"
 
 
