@@ -40,11 +40,19 @@ def bench_table(name: str) -> str:
     return "\n".join(lines)
 
 
-def exactness_table() -> str:
-    data = json.loads((RESULTS / "gpu-exactness.json").read_text())
+# GPU test runs: results file -> the command that produced it
+EXACTNESS = {
+    "gpu-exactness": "ATTN_SCHED_GPU_CASES=5000 bash integration/gpu_run.sh exactness",
+    "gpu-vllm-native-metadata": "bash integration/gpu_run.sh exactness tests/gpu/test_vllm_native_metadata.py "
+                                "(runs all of tests/gpu, 2000 cases per build)",
+}
+
+
+def exactness_table(name: str) -> str:
+    data = json.loads((RESULTS / f"{name}.json").read_text())
     env = data["environment"]
-    lines = [f"**GPU exactness** — {env['card']}, torch {env['torch']}, pytest exit status {data['exitstatus']}; "
-             "`ATTN_SCHED_GPU_CASES=5000 bash integration/gpu_run.sh exactness`", "",
+    lines = [f"**{name}** — {env['card']}, torch {env['torch']}, pytest exit status {data['exitstatus']}; "
+             f"`{EXACTNESS[name]}`", "",
              "| test | numbers |", "|---|---|"]
     for test, numbers in data["tests"].items():
         shown = {k: v for k, v in numbers.items() if k not in ("failures",)}
@@ -53,7 +61,7 @@ def exactness_table() -> str:
 
 
 def render() -> str:
-    return "\n\n".join([exactness_table(), *(bench_table(n) for n in FILES)])
+    return "\n\n".join([*(exactness_table(n) for n in EXACTNESS), *(bench_table(n) for n in FILES)])
 
 
 def main() -> int:
