@@ -36,6 +36,11 @@ class AdapterSpec:
     def attn_sched_uninstall(self, engine):
         """Undo every patch made for ``engine`` by ``attn_sched_install``."""
 
+    @hookspec
+    def attn_sched_engine_counters(self):
+        """Return ``{engine: {counter: count}}`` this adapter keeps about its engine (e.g. vLLM calls
+        whose own metadata was computed for other parameters); folded into ``stats.snapshot()``."""
+
 
 class ObserverSpec:
     @hookspec

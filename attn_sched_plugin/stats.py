@@ -58,7 +58,19 @@ class StatsObserver:
             **{name: totals[name] for name in _FIELDS},
             "launches_avoided": totals["injected"] - totals["computed"],
             "passthrough": dict(passthrough),
+            "engine": _engine_counters(),
         }
+
+
+def _engine_counters() -> dict:
+    """What the adapters count about their engines (``attn_sched_engine_counters``)."""
+    from .plugins import manager
+
+    merged: dict = {}
+    for counters in manager().hook.attn_sched_engine_counters():
+        for engine, values in counters.items():
+            merged.setdefault(engine, {}).update(values)
+    return merged
 
 
 OBSERVER = StatsObserver()
@@ -73,9 +85,11 @@ def snapshot() -> dict:
 def summary_line() -> str:
     s = snapshot()
     reasons = ", ".join(f"{r}={n}" for r, n in sorted(s["passthrough"].items())) or "none"
+    engine = "".join(f"; {e}: " + ", ".join(f"{k}={n}" for k, n in sorted(c.items())) for e, c in s["engine"].items())
     return (
         f"attn-sched: {s['calls']} FA3 calls in {s['steps']} steps; metadata computed {s['computed']}, "
         f"injected {s['injected']}, prepare launches avoided {s['launches_avoided']}; passed through: {reasons}"
+        f"{engine}"
     )
 
 

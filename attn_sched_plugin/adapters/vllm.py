@@ -85,6 +85,11 @@ def native_mismatch(kw: dict) -> str | None:
     return None
 
 
+@hookimpl
+def attn_sched_engine_counters() -> dict[str, dict[str, int]]:
+    return {ENGINE: {f"native_metadata_{kind}": n for kind, n in _native.items()}} if _native else {}
+
+
 def native_inconsistencies() -> dict[str, int]:
     """Counts of FA3 calls whose vLLM-supplied metadata mismatched the call (for doctor and stats)."""
     return dict(_native)

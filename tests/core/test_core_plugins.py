@@ -42,7 +42,7 @@ def test_stats_fold_step_tallies_and_include_the_open_step(fa):
     fa(**call)
     s = stats.snapshot()
     assert s == {"steps": 1, "calls": 6, "injected": 5, "computed": 2, "verify_mismatches": 0,
-                 "launches_avoided": 3, "passthrough": {"no_seqused_k": 1}}
+                 "launches_avoided": 3, "passthrough": {"no_seqused_k": 1}, "engine": {}}
     runtime.new_step()
     assert stats.snapshot()["steps"] == 2 and stats.snapshot()["calls"] == 6  # folded once, not twice
 
@@ -149,3 +149,15 @@ def test_one_report_line():
     inactive = AdapterReport(engine="e", version="1", fa3_build="b", active=False, reason="no FA3")
     assert "\n" not in active.one_line() and "decode, extend" in active.one_line()
     assert "inactive" in inactive.one_line() and "no FA3" in inactive.one_line()
+
+
+def test_adapter_engine_counters_reach_stats_and_the_summary(register):
+    class Adapter:
+        @hookimpl
+        def attn_sched_engine_counters(self):
+            return {"fake": {"native_metadata_headdim_v": 3}}
+
+    assert stats.snapshot()["engine"] == {}
+    register(Adapter(), "fake-engine-counters")
+    assert stats.snapshot()["engine"] == {"fake": {"native_metadata_headdim_v": 3}}
+    assert "fake: native_metadata_headdim_v=3" in stats.summary_line()

@@ -127,5 +127,6 @@ def test_native_mismatch_window_normalisation(install, tmp_path):
     with pytest.raises(RuntimeError, match="computed for other parameters"):
         harness.run_step(model, harness.make_batch([1, 1], [6, 5], 3))
     assert adapter.native_inconsistencies()["window_normalisation"] == before + 1
+    assert stats.snapshot()["engine"]["vllm"]["native_metadata_window_normalisation"] == before + 1
     harness.run_step(model, harness.make_batch([1, 1], [48, 5], 3))  # live max == span: consistent
     assert adapter.native_inconsistencies()["window_normalisation"] == before + 1
