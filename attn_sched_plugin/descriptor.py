@@ -1,10 +1,12 @@
 """From a forward call's own arguments to the exact parameters FA3 schedules with.
 
 This mirrors ``mha_fwd`` in FA3's ``flash_api.cpp``: batch size from ``q`` (or ``cu_seqlens_q``),
-``max_seqlen_k`` from the page-table width times the page size for paged KV (not the live
-maximum), head dims from ``q`` / ``v`` (so MLA's ``qv`` case gets ``headdim_v`` = 512), and the raw
+``max_seqlen_k`` as the call's build derives it (upstream and sgl-attn: the page-table width times
+the page size for paged KV, not the live maximum; vLLM's fork: the call's ``max_seqlen_k`` whenever
+given), head dims from ``q`` / ``v`` (so MLA's ``qv`` case gets ``headdim_v`` = 512), and the raw
 window / causal / chunk values, which ``get_scheduler_metadata`` normalises exactly as the forward
-does. Whatever cannot be derived exactly raises ``Decline`` and the call passes through.
+does. Whatever cannot be derived exactly raises ``Decline`` and the call passes through, and so do
+the inputs for which FA3's forward and ``get_scheduler_metadata`` themselves disagree.
 """
 
 from __future__ import annotations
@@ -94,10 +96,11 @@ OP_FIELDS = (
 )
 
 
-def parameters(fields: tuple) -> tuple[tuple, tuple, tuple]:
+def parameters(fields: tuple, seqlen_k_from_call: bool = False) -> tuple[tuple, tuple, tuple]:
     """The scheduling parameters of a forward call, from its values of ``OP_FIELDS``, as plain tuples.
 
-    Returns (signature, batch sizes, batch tensors) in the field order of ``AttnSignature`` and
+    ``seqlen_k_from_call``: the build's forward takes ``max_seqlen_k`` from the call whenever it is
+    given (``providers.SEQLEN_K_FROM_CALL``); otherwise only for varlen K. Returns (signature, batch sizes, batch tensors) in the field order of ``AttnSignature`` and
     ``BatchDescriptor`` (see ``descriptors``): the reuse path only hashes them, so the named tuples
     are built only when metadata is computed. Each ``.shape`` is read once (a torch call each). The
     batch tensors' layout is NOT checked here: ``check_batch_tensors`` (or its per-step memo in
@@ -145,10 +148,12 @@ def parameters(fields: tuple) -> tuple[tuple, tuple, tuple]:
         if len(table_shape) != 2:
             raise Decline("page_table_layout")
         page_size = k_shape[1]
-        max_seqlen_k = table_shape[1] * page_size
+        if max_seqlen_k is None or not seqlen_k_from_call:
+            max_seqlen_k = table_shape[1] * page_size
     else:
         page_size = None
-        max_seqlen_k = k_shape[1]
+        if max_seqlen_k is None or not seqlen_k_from_call:
+            max_seqlen_k = k_shape[1]
 
     try:
         window_left, window_right = (-1, -1) if window is None else window
@@ -169,8 +174,13 @@ def parameters(fields: tuple) -> tuple[tuple, tuple, tuple]:
         # keeps an explicit False: 215 of 5000 random fa3-fwd calls differed on an H100
         # (benchmarks/results/gpu-exactness-*.json). None and True agree; False is never shared.
         raise Decline("pack_gqa_false")
+    headdim, headdim_v = q_shape[-1], v.shape[-1]
+    if headdim <= 64 < headdim_v <= 192:
+        # FA3 runs this pair with its 64 x 256 kernel and the forward's own prepare uses that kernel's
+        # tiles, while get_scheduler_metadata sizes tiles for headdim_v rounded up (96/128/192)
+        raise Decline("headdim_v_tiles")
     signature = (
-        q_shape[-2], k_shape[-2], q_shape[-1], v.shape[-1], dtype, bool(causal), window_left, window_right,
+        q_shape[-2], k_shape[-2], headdim, headdim_v, dtype, bool(causal), window_left, window_right,
         attention_chunk, float(softcap or 0.0) > 0.0, num_splits, pack_gqa, sm_margin,
     )
     sizes = (batch_size, max_seqlen_q, max_seqlen_k, page_size, 0 if k_new is None else k_new.shape[1])
@@ -182,9 +192,9 @@ def descriptors(signature: tuple, sizes: tuple, tensors: tuple) -> tuple[AttnSig
     return AttnSignature(*signature), BatchDescriptor(*sizes, *tensors)
 
 
-def derive_fields(fields: tuple) -> tuple[AttnSignature, BatchDescriptor]:
+def derive_fields(fields: tuple, seqlen_k_from_call: bool = False) -> tuple[AttnSignature, BatchDescriptor]:
     """The checked scheduling parameters of a call, from its values of ``OP_FIELDS`` (``Binder.fields``)."""
-    signature, sizes, tensors = parameters(fields)
+    signature, sizes, tensors = parameters(fields, seqlen_k_from_call)
     check_batch_tensors(sizes, tensors)
     return descriptors(signature, sizes, tensors)
 

@@ -28,7 +28,9 @@ log = logging.getLogger("attn_sched_plugin")
 
 _WRAPPED_MARK = "__attn_sched_wrapped__"
 _logged_errors: set[str] = set()
-# (provider name, signature tuple) pairs whose metadata FA3 refused once: never injected again
+# (provider name, signature, batch sizes) whose metadata FA3 refused once: never injected again. The
+# derivation mirrors the forward, so a refusal means a build we do not know; keying on the exact
+# parameters keeps every other batch of the signature shared (each new refusal costs one retry)
 _rejected: set[tuple] = set()
 
 
@@ -61,7 +63,7 @@ def _intercept(fn, binder: Binder, provider: Provider, args: tuple, kwargs: dict
     tally = cache.tally
     tally.calls += 1
     try:
-        metadata, signature = _metadata_for(binder, provider, args, kwargs, cache)
+        metadata, signature, sizes = _metadata_for(binder, provider, args, kwargs, cache)
     except Decline as exc:
         tally.passthrough[exc.reason] += 1
         return fn(*args, **kwargs)
@@ -79,24 +81,24 @@ def _intercept(fn, binder: Binder, provider: Provider, args: tuple, kwargs: dict
     except RuntimeError as exc:
         # FA3 checks the metadata's size before launching anything: retry as FA3 alone would run
         result = fn(*args, **kwargs)
-        _rejected.add((provider.name, signature))
+        _rejected.add((provider.name, signature, sizes))
         tally.injected -= 1
         tally.passthrough["fa3_rejected"] += 1
-        _log_once(f"FA3 rejected shared metadata for {AttnSignature(*signature)}: {exc}")
+        _log_once(f"FA3 rejected shared metadata for {AttnSignature(*signature)}, batch sizes {sizes}: {exc}")
         return result
 
 
 def _metadata_for(binder: Binder, provider: Provider, args: tuple, kwargs: dict, cache) -> tuple:
-    """(metadata, signature tuple) for this call: the step's entry for its key, or a fresh computation.
+    """(metadata, signature, sizes) for this call: the step's entry for its key, or a fresh computation.
 
     The key is the provider, the exact scheduling parameters, the identity of each batch tensor
     (data pointer + version counter; the entry pins the tensors, so the pointer cannot be reused
     within the step) and the context (device, stream, capture).
     """
-    signature, sizes, tensors = parameters(binder.fields(args, kwargs))
+    signature, sizes, tensors = parameters(binder.fields(args, kwargs), provider.seqlen_k_from_call)
     identities = cache.identities(sizes, tensors)
     name = provider.name
-    if _rejected and (name, signature) in _rejected:
+    if _rejected and (name, signature, sizes) in _rejected:
         raise Decline("fa3_rejected")
     where = context.current(tensors[0])
     if where[2] == context.UNKNOWN_CAPTURE:
@@ -105,7 +107,7 @@ def _metadata_for(binder: Binder, provider: Provider, args: tuple, kwargs: dict,
     metadata = cache.get(key)
     if metadata is None:
         metadata = _compute(provider, signature, sizes, tensors, key, where, cache)
-    return metadata, signature
+    return metadata, signature, sizes
 
 
 def _compute(provider: Provider, signature: tuple, sizes: tuple, tensors: tuple, key: tuple, where: tuple, cache):

@@ -38,12 +38,25 @@ NEUTRAL_VALUES: dict[str, object] = {
 }
 
 
-class Provider:
-    """``get_scheduler_metadata`` of one FA3 build, resolved lazily (no import, no CUDA at load)."""
+# Namespaces of FA3 forks whose forward schedules with the call's ``max_seqlen_k`` whenever it is
+# given (vLLM's vllm-flash-attn since its PR #63, 2025-04: every vLLM release the adapter supports).
+# Upstream FA3 and SGLang's sgl-attn use it only for varlen K; paged KV there schedules with the
+# page-table width x page size, a non-paged cache with its length.
+SEQLEN_K_FROM_CALL = frozenset({"_vllm_fa3_C"})
 
-    def __init__(self, name: str, namespace: str, load: Callable[[], object] | None = None):
+
+class Provider:
+    """``get_scheduler_metadata`` of one FA3 build, resolved lazily (no import, no CUDA at load).
+
+    ``seqlen_k_from_call`` says how that build's forward derives ``max_seqlen_k`` (see
+    ``SEQLEN_K_FROM_CALL``, the default); the descriptor must derive it the same way.
+    """
+
+    def __init__(self, name: str, namespace: str, load: Callable[[], object] | None = None,
+                 seqlen_k_from_call: bool | None = None):
         self.name = name
         self.namespace = namespace
+        self.seqlen_k_from_call = namespace in SEQLEN_K_FROM_CALL if seqlen_k_from_call is None else seqlen_k_from_call
         self._load = load
         self._lock = threading.Lock()
         self._op = None

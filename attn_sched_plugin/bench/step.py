@@ -89,7 +89,8 @@ class Step:
         """Outside the graph, every step: the engine's host call plus a copy into its buffer."""
         if not self._engine_layers:
             return
-        sig, batch = derive_fields(self._binder.fields((), self.layer_kwargs(self._engine_layers[0])))
+        sig, batch = derive_fields(self._binder.fields((), self.layer_kwargs(self._engine_layers[0])),
+                                   self.build.provider.seqlen_k_from_call)
         fresh = self.build.provider.compute(sig, batch)
         buffer = self.engine_buffers.get(0)
         if buffer is None:

@@ -16,7 +16,7 @@ def reference_build():
     from attn_sched_plugin.conventions import VARLEN
     from tests.reference import fa3_reference as ref
 
-    return FA3Build("reference", ref.flash_attn_varlen_func, VARLEN, ref.provider(), paged=True, local=True)
+    return FA3Build("reference", ref.flash_attn_varlen_func, VARLEN, ref.vllm_provider(), paged=True, local=True)
 
 
 @pytest.mark.parametrize("world", [2])

@@ -94,6 +94,7 @@ def varlen_call(b: int = 2, s_q: int = 1, h: int = 4, h_k: int = 2, d: int = 64,
     return call
 
 
-def derive_call(fn, convention: Convention, **kwargs):
-    """``descriptor.derive`` of a call to ``fn`` under ``convention`` (as the interceptor runs it)."""
-    return derive_fields(Binder(fn, convention).fields((), kwargs))
+def derive_call(fn, convention: Convention, seqlen_k_from_call: bool = False, **kwargs):
+    """``descriptor.derive_fields`` of a call to ``fn`` under ``convention`` (as the interceptor runs it for
+    a build whose forward does / does not take ``max_seqlen_k`` from the call)."""
+    return derive_fields(Binder(fn, convention).fields((), kwargs), seqlen_k_from_call)

@@ -9,6 +9,8 @@ from core_calls import derive_call, i32, kvcache_call, varlen_call
 from attn_sched_plugin import interceptor
 from attn_sched_plugin.conventions import KVCACHE, VARLEN
 from attn_sched_plugin.descriptor import Decline, scheduler_arguments
+from attn_sched_plugin.providers import provider_for, provider_from_library
+from attn_sched_plugin.verify import bitwise_equal
 
 
 def kv(ref, **kwargs):
@@ -16,7 +18,8 @@ def kv(ref, **kwargs):
 
 
 def vl(ref, **kwargs):
-    return derive_call(ref.flash_attn_varlen_func, VARLEN, **kwargs)
+    """As the interceptor derives a call to vLLM's surface for vLLM's own fork."""
+    return derive_call(ref.flash_attn_varlen_func, VARLEN, seqlen_k_from_call=True, **kwargs)
 
 
 def declined(fn, call) -> str:
@@ -61,9 +64,23 @@ def test_varlen_k_max_seqlen_k_is_the_argument(ref):
     assert batch.cu_seqlens_k is call["cu_seqlens_k"]
 
 
-def test_vllm_paged_ignores_max_seqlen_k_argument(ref):
+def test_vllm_fork_paged_takes_max_seqlen_k_from_the_call(ref):
+    # vLLM passes the live maximum while its block table is max_model_len wide; its fork schedules with
+    # the argument (issue 15: deriving the table width made FA3 reject the metadata for Gemma-3)
     _, batch = vl(ref, **varlen_call(b=2, page_size=16, pages_per_seq=3, max_seqlen_k=5))
+    assert batch.max_seqlen_k == 5 and batch.page_size == 16
+
+
+def test_upstream_paged_ignores_max_seqlen_k_argument(ref):
+    call = varlen_call(b=2, page_size=16, pages_per_seq=3, max_seqlen_k=5)
+    _, batch = derive_call(ref.flash_attn_varlen_func, VARLEN, seqlen_k_from_call=False, **call)
     assert batch.max_seqlen_k == 48 and batch.page_size == 16
+
+
+def test_provider_rule_follows_the_build():
+    assert provider_for("vllm_flash_attn").seqlen_k_from_call
+    assert provider_from_library("/nonexistent/_vllm_fa3_C.abi3.so", "_vllm_fa3_C").seqlen_k_from_call
+    assert not any(provider_for(b).seqlen_k_from_call for b in ("sgl_kernel", "fa3_fwd", "flash_attn_3"))
 
 
 def test_seqused_k_is_the_callers_tensor(ref):
@@ -83,6 +100,17 @@ def test_heads_and_head_dims(ref):
 def test_mla_headdim_v_from_v_cache(ref):
     sig, _ = kv(ref, **kvcache_call(h=16, h_k=1, mla=True))
     assert (sig.headdim, sig.headdim_v) == (64, 512)
+
+
+@pytest.mark.parametrize("d, dv, shared", [(64, 96, False), (64, 128, False), (32, 192, False), (64, 256, True),
+                                           (64, 512, True), (192, 128, True), (64, 32, True)])
+def test_headdim_pairs_whose_forward_tiles_differ_are_declined(ref, tally, d, dv, shared):
+    """q/k dim <= 64 with 64 < v dim <= 192: FA3 runs its 64 x 256 kernel, get_scheduler_metadata sizes
+    tiles for v dim rounded up; the strict reference raises if metadata reaches such a call."""
+    wrapped = interceptor.wrap(ref.flash_attn_with_kvcache, ref.provider(), KVCACHE)
+    call = kvcache_call(d=d, dv=dv)
+    assert bitwise_equal(wrapped(**call), ref.flash_attn_with_kvcache(**call))
+    assert (tally().injected, dict(tally().passthrough)) == ((1, {}) if shared else (0, {"headdim_v_tiles": 1}))
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float8_e4m3fn])
@@ -280,7 +308,7 @@ def test_not_fa3_for_vllm_fa_version(ref, tally):
            scheduler_metadata=None, fa_version=3):
         calls.append(scheduler_metadata)
 
-    wrapped = interceptor.wrap(fa, ref.provider(), VARLEN)
+    wrapped = interceptor.wrap(fa, ref.vllm_provider(), VARLEN)
     call = varlen_call()
     assert _reason(wrapped, dict(call, fa_version=2), tally) == "not_fa3"
     assert calls == [None]
@@ -289,14 +317,14 @@ def test_not_fa3_for_vllm_fa_version(ref, tally):
 @pytest.mark.parametrize("change, reason", [({"dropout_p": 0.1}, "arg_dropout_p"),
                                             ({"alibi_slopes": torch.zeros(4)}, "arg_alibi_slopes")])
 def test_foreign_non_default_argument_declined(ref, tally, change, reason):
-    wrapped = interceptor.wrap(ref.flash_attn_varlen_func, ref.provider(), VARLEN)
+    wrapped = interceptor.wrap(ref.flash_attn_varlen_func, ref.vllm_provider(), VARLEN)
     call = varlen_call(**change)
     wrapped(**call)  # the reference ignores them; what matters is that no metadata was injected
     assert tally().passthrough == {reason: 1}
 
 
 def test_foreign_argument_at_default_is_fine(ref, tally):
-    wrapped = interceptor.wrap(ref.flash_attn_varlen_func, ref.provider(), VARLEN)
+    wrapped = interceptor.wrap(ref.flash_attn_varlen_func, ref.vllm_provider(), VARLEN)
     wrapped(**varlen_call(dropout_p=0.0, alibi_slopes=None))
     assert tally().injected == 1 and not tally().passthrough
 

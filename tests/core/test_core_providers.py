@@ -221,6 +221,20 @@ def test_forward_rejecting_metadata_is_retried_then_passed_through(ref, tally, c
     assert len([r for r in caplog.records if "rejected" in r.getMessage()]) == 1
 
 
+def test_a_rejection_disables_only_those_batch_sizes(ref, tally):
+    """Keyed on the exact parameters: another batch of the same signature is still shared (issue 15)."""
+    def entry(q, k_cache, v_cache, cache_seqlens=None, page_table=None, scheduler_metadata=None):
+        if scheduler_metadata is not None and q.shape[0] == 2:
+            raise RuntimeError("scheduler_metadata must have shape (17)")
+        return q * 2
+
+    fa = interceptor.wrap(entry, ref.provider(), KVCACHE)
+    keep = ("q", "k_cache", "v_cache", "cache_seqlens", "page_table")
+    small, large = ({k: v for k, v in kvcache_call(b=b).items() if k in keep} for b in (2, 3))
+    fa(**small), fa(**small), fa(**large)
+    assert tally().passthrough == {"fa3_rejected": 2} and tally().injected == 1
+
+
 def test_forward_error_unrelated_to_metadata_propagates(ref):
     def entry(q, k_cache, v_cache, cache_seqlens=None, page_table=None, scheduler_metadata=None):
         raise RuntimeError("out of memory")

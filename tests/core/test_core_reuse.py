@@ -274,7 +274,7 @@ def test_verify_is_quiet_on_the_exact_reference(ref, tally, caplog):
 
 def test_outputs_bitwise_equal_with_and_without_plugin(ref):
     fa = interceptor.wrap(ref.flash_attn_with_kvcache, ref.provider(), KVCACHE)
-    fv = interceptor.wrap(ref.flash_attn_varlen_func, ref.provider(), VARLEN)
+    fv = interceptor.wrap(ref.flash_attn_varlen_func, ref.vllm_provider(), VARLEN)
     kcall = kvcache_call(b=3, s_q=2, causal=True, softcap=10.0, window_size=(5, 0), return_softmax_lse=True)
     vcall = varlen_call(b=3, s_q=3, causal=True, return_softmax_lse=True)
     assert bitwise_equal(fa(**kcall), ref.flash_attn_with_kvcache(**kcall))

@@ -11,11 +11,18 @@ plugin end to end:
 * Metadata is STRICTER than FA3's: FA3 only checks the tensor's size, while this reference
   re-derives the scheduling state from the forward's own arguments, exactly as ``mha_fwd`` does
   (transcribed from hopper/flash_api.cpp, independently of the plugin's descriptor), and raises
-  if the metadata was computed for any other state or for other batch-tensor contents.
+  if the metadata was computed for any other state or for other batch-tensor contents, or for a
+  head-dim pair whose forward tiles differ from get_scheduler_metadata's (q/k dim <= 64 with
+  64 < v dim <= 192: the forward runs its 64 x 256 kernel).
+* Two flavours of the forward op, as the real builds differ: ``attn_sched_ref`` (upstream and
+  sgl-attn: paged KV schedules with the page-table width x page size) and ``attn_sched_ref_vllm``
+  (vLLM's fork: the call's ``max_seqlen_k`` whenever it is given). The vLLM surface
+  ``flash_attn_varlen_func`` calls the latter, as vLLM's wrapper calls its own fork.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections import Counter
@@ -23,6 +30,7 @@ from collections import Counter
 import torch
 
 NAMESPACE = "attn_sched_ref"
+VLLM_NAMESPACE = "attn_sched_ref_vllm"
 MAGIC = 0x5A3F
 COUNTERS: Counter = Counter()  # "metadata": computations, "prepare": forwards that scheduled themselves
 _REGISTRY: dict[int, tuple] = {}
@@ -110,7 +118,7 @@ def _fwd(q, k, v, k_new=None, v_new=None, q_v=None, out=None, cu_seqlens_q=None,
          seqlens_rotary=None, q_descale=None, k_descale=None, v_descale=None, softmax_scale=None,
          is_causal=False, window_size_left=-1, window_size_right=-1, attention_chunk=0, softcap=0.0,
          is_rotary_interleaved=False, scheduler_metadata=None, num_splits=0, pack_gqa=None, sm_margin=0,
-         sinks=None):
+         sinks=None, *, seqlen_k_from_call=False):
     if k_new is None:
         cu_seqlens_k_new = None  # like mha_fwd, which reads it only inside `if (k_new_.has_value())`
     for name, value in (("kv_batch_idx", kv_batch_idx), ("leftpad_k", leftpad_k), ("rotary_cos", rotary_cos),
@@ -122,7 +130,10 @@ def _fwd(q, k, v, k_new=None, v_new=None, q_v=None, out=None, cu_seqlens_q=None,
     b = cu_seqlens_q.shape[0] - 1 if varlen_q else q.shape[0]
     s_q = max_seqlen_q if varlen_q else q.shape[1]
     page_size = k.shape[1] if paged else 1
-    s_k = max_seqlen_k if varlen_k else (page_table.shape[1] * page_size if paged else k.shape[1])
+    if varlen_k or (seqlen_k_from_call and max_seqlen_k is not None):
+        s_k = max_seqlen_k
+    else:
+        s_k = page_table.shape[1] * page_size if paged else k.shape[1]
     h, d, h_k, dv = q.shape[-2], q.shape[-1], k.shape[-2], v.shape[-1]
     s_k_new = 0 if k_new is None else k_new.shape[1]
     is_varlen = varlen_q or varlen_k or seqused_k is not None
@@ -131,6 +142,9 @@ def _fwd(q, k, v, k_new=None, v_new=None, q_v=None, out=None, cu_seqlens_q=None,
                                  window_size_left, window_size_right, attention_chunk, softcap > 0, num_splits,
                                  pack_gqa, sm_margin, seqused_k, cu_seqlens_q, cu_seqlens_k, None, None)
         if scheduler_metadata is not None:
+            if d <= 64 < dv <= 192:
+                raise RuntimeError(f"reference FA3: hdim {d} / hdim_v {dv} runs tiles get_scheduler_metadata "
+                                   "does not size for")
             _check_metadata(scheduler_metadata, state)
         else:
             COUNTERS["prepare"] += 1
@@ -215,12 +229,18 @@ def _attend(q, qv, k, v, group, scale, causal, wl, wr, chunk, softcap, sinks):
     return out, lse
 
 
-_lib = torch.library.Library(NAMESPACE, "DEF")
-_lib.define(FWD_SCHEMA)
-_lib.define(METADATA_SCHEMA)
-_lib.impl("fwd", _fwd, "CPU")
-_lib.impl("get_scheduler_metadata", _get_scheduler_metadata, "CPU")
+def _library(namespace: str, fwd) -> torch.library.Library:
+    lib = torch.library.Library(namespace, "DEF")
+    lib.define(FWD_SCHEMA)
+    lib.define(METADATA_SCHEMA)
+    lib.impl("fwd", fwd, "CPU")
+    lib.impl("get_scheduler_metadata", _get_scheduler_metadata, "CPU")
+    return lib
+
+
+_libs = (_library(NAMESPACE, _fwd), _library(VLLM_NAMESPACE, functools.partial(_fwd, seqlen_k_from_call=True)))
 _ops = getattr(torch.ops, NAMESPACE)
+_ops_vllm = getattr(torch.ops, VLLM_NAMESPACE)
 
 
 # --- Python surfaces with the engines' argument names -------------------------------------------
@@ -250,13 +270,14 @@ def flash_attn_varlen_func(q, k, v, max_seqlen_q, cu_seqlens_q, max_seqlen_k, cu
                            alibi_slopes=None, deterministic=False, return_attn_probs=False, block_table=None,
                            return_softmax_lse=False, out=None, scheduler_metadata=None, q_descale=None,
                            k_descale=None, v_descale=None, num_splits=0, fa_version=3, s_aux=None):
-    """vLLM ``flash_attn_varlen_func`` (``fa_version=3`` path; pack_gqa/sm_margin hard-coded like vLLM)."""
+    """vLLM ``flash_attn_varlen_func`` (``fa_version=3`` path; pack_gqa/sm_margin hard-coded like vLLM),
+    calling the vLLM-flavoured forward (``max_seqlen_k`` from the call)."""
     if fa_version != 3:
         raise NotImplementedError("reference FA3 only implements fa_version=3")
     if softmax_scale is None:
         softmax_scale = q.shape[-1] ** (-0.5)
     window = (-1, -1) if window_size is None else window_size
-    result, lse = _ops.fwd(
+    result, lse = _ops_vllm.fwd(
         q, k, v, None, None, q_v, out, cu_seqlens_q, cu_seqlens_k, None, None, seqused_k, max_seqlen_q,
         max_seqlen_k, block_table, None, None, None, None, None, q_descale, k_descale, v_descale, softmax_scale,
         causal, window[0], window[1], 0, softcap, True, scheduler_metadata, num_splits, None, 0, s_aux)
@@ -277,7 +298,15 @@ def get_scheduler_metadata(batch_size, max_seqlen_q, max_seqlen_k, num_heads_q, 
 
 
 def provider():
-    """The plugin's provider for this reference build (bound by schema, like a real FA3 build)."""
+    """The plugin's provider for the upstream-flavoured reference build (bound by schema, like a real build)."""
     from attn_sched_plugin.providers import provider_for
 
     return provider_for(f"torch.ops.{NAMESPACE}")
+
+
+@functools.lru_cache(maxsize=1)
+def vllm_provider():
+    """The provider for the vLLM-flavoured reference build: its forward takes ``max_seqlen_k`` from the call."""
+    from attn_sched_plugin.providers import Provider
+
+    return Provider(f"torch.ops.{VLLM_NAMESPACE}", VLLM_NAMESPACE, seqlen_k_from_call=True)
