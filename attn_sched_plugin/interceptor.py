@@ -17,7 +17,7 @@ from typing import Callable
 
 import torch
 
-from . import context, runtime, switches
+from . import context, graphs, runtime, switches
 from .cache import ComputedEvent
 from .conventions import Binder, Convention
 from .descriptor import AttnSignature, Decline, descriptors, parameters
@@ -63,7 +63,7 @@ def _intercept(fn, binder: Binder, provider: Provider, args: tuple, kwargs: dict
     tally = cache.tally
     tally.calls += 1
     try:
-        metadata, signature, sizes = _metadata_for(binder, provider, args, kwargs, cache)
+        metadata, signature, sizes, capture = _metadata_for(binder, provider, args, kwargs, cache)
     except Decline as exc:
         tally.passthrough[exc.reason] += 1
         return fn(*args, **kwargs)
@@ -72,24 +72,28 @@ def _intercept(fn, binder: Binder, provider: Provider, args: tuple, kwargs: dict
         tally.passthrough["plugin_error"] += 1
         return fn(*args, **kwargs)
 
-    tally.injected += 1
     if switches.current().verify:
-        return verified_call(lambda md: binder.call_with_metadata(fn, args, kwargs, md), metadata, tally,
-                             AttnSignature(*signature))
-    try:
-        return binder.call_with_metadata(fn, args, kwargs, metadata)
-    except RuntimeError as exc:
-        # FA3 checks the metadata's size before launching anything: retry as FA3 alone would run
-        result = fn(*args, **kwargs)
-        _rejected.add((provider.name, signature, sizes))
-        tally.injected -= 1
-        tally.passthrough["fa3_rejected"] += 1
-        _log_once(f"FA3 rejected shared metadata for {AttnSignature(*signature)}, batch sizes {sizes}: {exc}")
-        return result
+        result = verified_call(lambda md: binder.call_with_metadata(fn, args, kwargs, md), metadata, tally,
+                               AttnSignature(*signature))
+    else:
+        try:
+            result = binder.call_with_metadata(fn, args, kwargs, metadata)
+        except RuntimeError as exc:
+            # FA3 checks the metadata's size before launching anything: retry as FA3 alone would run
+            result = fn(*args, **kwargs)
+            _rejected.add((provider.name, signature, sizes))
+            tally.passthrough["fa3_rejected"] += 1
+            _log_once(f"FA3 rejected shared metadata for {AttnSignature(*signature)}, batch sizes {sizes}: {exc}")
+            return result
+    tally.injected += 1
+    if capture:
+        graphs.book(capture, 1)  # every replay of this graph skips this layer's prepare launch
+    return result
 
 
 def _metadata_for(binder: Binder, provider: Provider, args: tuple, kwargs: dict, cache) -> tuple:
-    """(metadata, signature, sizes) for this call: the step's entry for its key, or a fresh computation.
+    """(metadata, signature, sizes, capture id) for this call: the step's entry for its key, or a fresh
+    computation.
 
     The key is the provider, the exact scheduling parameters, the identity of each batch tensor
     (data pointer + version counter; the entry pins the tensors, so the pointer cannot be reused
@@ -107,7 +111,7 @@ def _metadata_for(binder: Binder, provider: Provider, args: tuple, kwargs: dict,
     metadata = cache.get(key)
     if metadata is None:
         metadata = _compute(provider, signature, sizes, tensors, key, where, cache)
-    return metadata, signature, sizes
+    return metadata, signature, sizes, where[2]
 
 
 def _compute(provider: Provider, signature: tuple, sizes: tuple, tensors: tuple, key: tuple, where: tuple, cache):
@@ -122,6 +126,8 @@ def _compute(provider: Provider, signature: tuple, sizes: tuple, tensors: tuple,
         raise Decline("provider_unavailable") from exc
     cache.put(key, metadata, tensors)
     cache.tally.computed += 1
+    if where[2]:
+        graphs.book(where[2], -1)  # the graph replays this metadata kernel instead
     _announce(provider, cache.tally.step, where, sig, batch, metadata)
     return metadata
 

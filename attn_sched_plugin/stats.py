@@ -1,7 +1,9 @@
 """Per-process statistics: an observer plugin on the step-end hook, readable from Python.
 
-Counters are folded in at each step end (keeping hooks off the per-call path); ``snapshot()``
-adds the calling thread's unfinished step. A summary is logged periodically and at exit.
+Two sources: the calls that went through the FA3 wrapper (folded in at each step end, keeping
+hooks off the per-call path; ``snapshot()`` adds the calling thread's unfinished step), and the
+CUDA-graph replays counted by ``graphs``, where nearly all the work happens. A summary is logged
+every ``ATTN_SCHED_SUMMARY_INTERVAL`` seconds (checked at step ends and graph replays) and at exit.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import threading
 import time
 from collections import Counter
 
-from . import runtime, switches
+from . import graphs, runtime, switches
 from .hookspecs import hookimpl
 
 log = logging.getLogger("attn_sched_plugin")
@@ -42,6 +44,10 @@ class StatsObserver:
         with self._lock:
             self._totals["steps"] += 1
             _fold(self._totals, self._passthrough, tally)
+        self.tick()
+
+    def tick(self) -> None:
+        """Log the summary if the interval has passed (0: only at exit)."""
         interval = switches.current().summary_interval_s
         if interval and time.monotonic() - self._last_summary >= interval:
             self._last_summary = time.monotonic()
@@ -53,10 +59,13 @@ class StatsObserver:
         open_tally = runtime.open_tally()
         if open_tally is not None and not open_tally.empty():
             _fold(totals, passthrough, open_tally)
+        intercepted = {"steps": totals["steps"], **{name: totals[name] for name in _FIELDS},
+                       "launches_avoided": totals["injected"] - totals["computed"]}
+        replays = graphs.totals()
         return {
-            "steps": totals["steps"],
-            **{name: totals[name] for name in _FIELDS},
-            "launches_avoided": totals["injected"] - totals["computed"],
+            "intercepted": intercepted,
+            "graph_replays": replays,
+            "launches_avoided": intercepted["launches_avoided"] + replays["launches_avoided"],
             "passthrough": dict(passthrough),
             "engine": _engine_counters(),
         }
@@ -74,26 +83,31 @@ def _engine_counters() -> dict:
 
 
 OBSERVER = StatsObserver()
+graphs.on_replay = OBSERVER.tick
 
 
 def snapshot() -> dict:
-    """Counters of this process: calls seen, metadata injected and computed, launches avoided,
-    pass-throughs by reason."""
+    """Counters of this process: ``intercepted`` (FA3 calls through the wrapper: eager or while a graph
+    is captured), ``graph_replays`` (captured graphs replayed, with the prepare launches they avoided),
+    the total of launches avoided, pass-throughs by reason, and the adapters' engine counters."""
     return OBSERVER.snapshot()
 
 
 def summary_line() -> str:
     s = snapshot()
+    i, g = s["intercepted"], s["graph_replays"]
     reasons = ", ".join(f"{r}={n}" for r, n in sorted(s["passthrough"].items())) or "none"
     engine = "".join(f"; {e}: " + ", ".join(f"{k}={n}" for k, n in sorted(c.items())) for e, c in s["engine"].items())
     return (
-        f"attn-sched: {s['calls']} FA3 calls in {s['steps']} steps; metadata computed {s['computed']}, "
-        f"injected {s['injected']}, prepare launches avoided {s['launches_avoided']}; passed through: {reasons}"
-        f"{engine}"
+        f"attn-sched: prepare launches avoided {s['launches_avoided']}: {g['launches_avoided']} in {g['replays']} "
+        f"CUDA-graph replays ({g['graphs']} graphs captured), {i['launches_avoided']} in {i['calls']} intercepted "
+        f"FA3 calls ({i['steps']} steps; metadata computed {i['computed']}, injected {i['injected']}); "
+        f"passed through: {reasons}{engine}"
     )
 
 
 @atexit.register
 def _at_exit() -> None:
-    if snapshot()["calls"]:
+    s = snapshot()
+    if s["intercepted"]["calls"] or s["graph_replays"]["replays"]:
         log.info("%s", summary_line())

@@ -74,12 +74,12 @@ def _dry_point(preset, build, batch, context, mode, device, all_reduce) -> dict:
     step.engine_precompute()
     from .. import stats
 
-    before = stats.snapshot()["computed"]
+    before = stats.snapshot()["intercepted"]["computed"]
     for v in VARIANTS:
         step.run(v)
     return {"preset": preset.name, "mode": mode, "batch": batch, "context": context, "heads": preset.num_heads,
             "kv_heads": preset.num_kv_heads, "distinct_shapes": step.distinct_shapes(),
-            "computed": stats.snapshot()["computed"] - before,
+            "computed": stats.snapshot()["intercepted"]["computed"] - before,
             "bitwise_equal_to_fa3": {v: bitwise_equal(step.out[v], step.out["fa3"]) for v in ("engine", "plugin")}}
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from attn_sched_plugin import activation, interceptor, runtime, stats, switches, verify
+from attn_sched_plugin import activation, graphs, interceptor, runtime, stats, switches, verify
 
 
 def reset_plugin_state() -> None:
@@ -11,6 +11,7 @@ def reset_plugin_state() -> None:
     runtime.new_step()
     stats.OBSERVER.reset()
     interceptor._rejected.clear()
+    graphs.reset()
     interceptor._logged_errors.clear()
     verify._reported.clear()
     activation._installed.clear()

@@ -41,23 +41,27 @@ def test_stats_fold_step_tallies_and_include_the_open_step(fa):
     fa(**call)
     fa(**call)
     s = stats.snapshot()
-    assert s == {"steps": 1, "calls": 6, "injected": 5, "computed": 2, "verify_mismatches": 0,
+    assert s == {"intercepted": {"steps": 1, "calls": 6, "injected": 5, "computed": 2, "verify_mismatches": 0,
+                                 "launches_avoided": 3},
+                 "graph_replays": {"graphs": 0, "replays": 0, "launches_avoided": 0},
                  "launches_avoided": 3, "passthrough": {"no_seqused_k": 1}, "engine": {}}
     runtime.new_step()
-    assert stats.snapshot()["steps"] == 2 and stats.snapshot()["calls"] == 6  # folded once, not twice
+    # folded once, not twice
+    assert stats.snapshot()["intercepted"]["steps"] == 2 and stats.snapshot()["intercepted"]["calls"] == 6
 
 
 def test_empty_steps_are_not_counted(fa):
     runtime.new_step()
     runtime.new_step()
-    assert stats.snapshot()["steps"] == 0
+    assert stats.snapshot()["intercepted"]["steps"] == 0
 
 
 def test_summary_line_mentions_the_counters(fa):
     fa(**kvcache_call(b=2))
     fa(**kvcache_call(b=2, cache_seqlens=i32([1, 2]).long()))
     line = stats.summary_line()
-    assert "2 FA3 calls" in line and "computed 1" in line and "seqused_k_layout=1" in line
+    assert "in 2 intercepted FA3 calls" in line and "computed 1" in line and "seqused_k_layout=1" in line
+    assert "0 CUDA-graph replays" in line
 
 
 def test_custom_observer_sees_each_computation_and_step_end(fa, register):

@@ -260,7 +260,7 @@ def test_verify_detects_a_planted_difference(ref, tally, caplog):
     assert sum("VERIFY" in r.getMessage() for r in caplog.records) == 1  # reported once per signature
     from attn_sched_plugin import stats
 
-    assert stats.snapshot()["verify_mismatches"] == 2
+    assert stats.snapshot()["intercepted"]["verify_mismatches"] == 2
 
 
 def test_verify_is_quiet_on_the_exact_reference(ref, tally, caplog):

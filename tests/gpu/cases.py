@@ -145,13 +145,13 @@ def run_cases(build, make_case, make_call, count: int, seed: int) -> dict:
         second = wrapped(**kwargs)
         torch.cuda.synchronize()
         after = stats.snapshot()
-        injected = after["injected"] - before["injected"]
+        injected = after["intercepted"]["injected"] - before["intercepted"]["injected"]
         for reason, n in after["passthrough"].items():
             if n > before["passthrough"].get(reason, 0):
                 reasons[reason] += n - before["passthrough"].get(reason, 0)
         tally["cases"] += 1
         tally["injected_calls"] += injected
-        tally["computed"] += after["computed"] - before["computed"]
+        tally["computed"] += after["intercepted"]["computed"] - before["intercepted"]["computed"]
         if not (bitwise_equal(first, plain) and bitwise_equal(second, plain)):
             tally["mismatches"] += 1
             if len(failures) < 20:

@@ -81,3 +81,26 @@ def test_engine_style_precompute_with_stale_parameters_is_what_we_avoid(vllm_bui
     mismatches = _replay_against_eager(step, graph, 50, idle=False)
     record(stale_mismatches=mismatches)
     assert mismatches > 0
+
+
+def test_graph_replays_are_counted(vllm_build, record):
+    """Issue 14: N replays of a captured step add N x what its capture avoided (layers - distinct shapes)."""
+    from attn_sched_plugin import graphs
+
+    p = PRESETS["gpt-oss-120b-like"]._replace(layers=12)
+    step = Step(p, vllm_build, 8, 1024, 1, torch.device("cuda"))
+    graphs.install()
+    try:
+        before = graphs.totals()
+        graph = capture(lambda: step.run("plugin"))
+        replays = 100
+        for _ in range(replays):
+            graph.replay()
+        torch.cuda.synchronize()
+        after = graphs.totals()
+    finally:
+        graphs.uninstall()
+    per_replay = p.layers - step.distinct_shapes()
+    got = {name: after[name] - before[name] for name in after}
+    record(replays=replays, per_replay=per_replay, counted=got)
+    assert got == {"graphs": 1, "replays": replays, "launches_avoided": replays * per_replay}

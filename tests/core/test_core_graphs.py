@@ -1,0 +1,100 @@
+"""Graph replays are counted (issue 14): N replays of a graph add N x what its capture avoided.
+
+No CUDA here: the capture is simulated by the context a call reports (a capture id), and the
+graph by a plain object; the GPU suite (tests/gpu/test_graphs.py) repeats this with real graphs.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+from core_calls import kvcache_call
+
+from attn_sched_plugin import context, graphs, interceptor, runtime, stats
+from attn_sched_plugin.conventions import KVCACHE
+
+
+@pytest.fixture
+def capturing(monkeypatch):
+    """``capturing(cid)``: calls report capture ``cid`` (0: not capturing)."""
+    state = {"cid": 0}
+    monkeypatch.setattr(context, "current", lambda t: ("cpu", 0, state["cid"]))
+    return lambda cid: state.update(cid=cid)
+
+
+def _layers(fa, n, **shape):
+    """``n`` layers of one step: the same batch tensors, as engines pass them to every layer."""
+    call = kvcache_call(**shape)
+    for _ in range(n):
+        fa(**call)
+
+
+def test_replays_add_what_their_capture_avoided(ref, capturing):
+    fa = interceptor.wrap(ref.flash_attn_with_kvcache, ref.provider(), KVCACHE)
+    capturing(0)
+    _layers(fa, 3)  # eager warm-up: not a graph's
+    capturing(41)
+    runtime.new_step()
+    _layers(fa, 4)  # one shape: 1 computed, 4 injected
+    _layers(fa, 2, b=3)  # a second shape: 1 computed, 2 injected
+    small, other = SimpleNamespace(), SimpleNamespace()
+    graphs.captured(small, 41)
+    capturing(42)
+    runtime.new_step()
+    _layers(fa, 5)
+    graphs.captured(other, 42)
+    for _ in range(7):
+        graphs.replayed(small)
+    graphs.replayed(other)
+    assert graphs.totals() == {"graphs": 2, "replays": 8, "launches_avoided": 7 * 4 + 4}
+    s = stats.snapshot()
+    assert s["graph_replays"]["launches_avoided"] == 32 and s["intercepted"]["launches_avoided"] == 2 + 4 + 4
+    assert s["launches_avoided"] == 32 + 10
+    assert "32 in 8 CUDA-graph replays (2 graphs captured)" in stats.summary_line()
+
+
+def test_a_graph_that_avoided_nothing_is_not_counted(ref, capturing):
+    fa = interceptor.wrap(ref.flash_attn_with_kvcache, ref.provider(), KVCACHE)
+    capturing(7)
+    _layers(fa, 1)  # one layer: computed 1, injected 1, nothing avoided
+    graph = SimpleNamespace()
+    graphs.captured(graph, 7)
+    graphs.replayed(graph)
+    graphs.replayed(SimpleNamespace())  # a graph captured without the plugin
+    assert graphs.totals() == {"graphs": 0, "replays": 0, "launches_avoided": 0}
+
+
+def test_install_wraps_cudagraph_capture_end_and_replay_reversibly(monkeypatch):
+    calls = []
+    monkeypatch.setattr(torch.cuda.CUDAGraph, "capture_end", lambda self: calls.append("capture_end"))
+    monkeypatch.setattr(torch.cuda.CUDAGraph, "replay", lambda self: calls.append("replay"))
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda: SimpleNamespace(cuda_stream=5))
+    monkeypatch.setattr(context, "capture_id", lambda stream: 99 if stream == 5 else 0)
+    original = torch.cuda.CUDAGraph.replay
+    graphs.install()
+    graphs.install()  # idempotent
+    try:
+        graphs.book(99, 6)
+        graph = SimpleNamespace()
+        torch.cuda.CUDAGraph.capture_end(graph)
+        torch.cuda.CUDAGraph.replay(graph)
+        torch.cuda.CUDAGraph.replay(graph)
+    finally:
+        graphs.uninstall()
+    assert torch.cuda.CUDAGraph.replay is original
+    assert calls == ["capture_end", "replay", "replay"]
+    assert graphs.totals() == {"graphs": 1, "replays": 2, "launches_avoided": 12}
+
+
+def test_periodic_summary_fires_from_replays(ref, capturing, caplog, monkeypatch):
+    from attn_sched_plugin import switches
+
+    switches.reload(env={"ATTN_SCHED_SUMMARY_INTERVAL": "0.000001"})
+    graph = SimpleNamespace()
+    graphs.book(3, 2)
+    graphs.captured(graph, 3)
+    with caplog.at_level("INFO", logger="attn_sched_plugin"):
+        graphs.replayed(graph)
+    assert any("CUDA-graph replays" in r.getMessage() for r in caplog.records)
