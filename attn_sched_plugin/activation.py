@@ -6,7 +6,7 @@ import logging
 import sys
 import threading
 
-from . import plugins, switches
+from . import graphs, plugins, switches
 from .report import AdapterReport
 
 log = logging.getLogger("attn_sched_plugin")
@@ -46,6 +46,8 @@ def instrument(engine: str) -> AdapterReport | None:
                 log.info("attn-sched: no adapter serves engine %r; nothing patched", engine)
             else:
                 log.info("%s", report.one_line())
+                if report.active:
+                    graphs.install()  # replays of the graphs the adapter's captures record are counted
         _installed[engine] = report
         return report
 
@@ -55,6 +57,8 @@ def uninstrument(engine: str) -> None:
     with _lock:
         if _installed.pop(engine, None) is not None:
             plugins.manager().hook.attn_sched_uninstall(engine=engine)
+        if not any(report is not None and report.active for report in _installed.values()):
+            graphs.uninstall()
 
 
 def installed() -> dict[str, AdapterReport | None]:

@@ -1,10 +1,13 @@
-"""SGLang adapter: share FA3 scheduler metadata across the layers of every FlashAttentionBackend step.
+"""SGLang adapter: FA3 scheduler metadata shared across the layers of every captured CUDA graph.
 
-Every patch goes through SGLang's own ``HookRegistry`` (BEFORE hooks start a step at each
-metadata-init callback, AROUND hooks scope and wrap the FA3 dispatcher), and every patch is
-undone by ``attn_sched_uninstall``. Only calls made from ``FlashAttentionBackend.forward_decode`` /
-``forward_extend`` are intercepted: those are the calls whose steps we see begin. Nothing is
-imported from SGLang at module import time.
+SGLang's metadata callbacks of ``FlashAttentionBackend`` tell the phase: a capture callback starts
+a captured step, a replay or eager callback ends the capture phase. While graphs are captured,
+the backend module's FA3 entry points at the plugin's wrapper (``routing.EntryRoute``): each
+captured step records one metadata kernel per shape, replayed with no host work. Eager steps call
+FA3 untouched and, in ``replace`` mode, keep SGLang's own eager decode precompute; SGLang's
+replay-time precompute (host work every decode step) is what ``replace`` removes. Every callback
+hook goes through SGLang's own ``HookRegistry`` and is undone by ``attn_sched_uninstall``. Nothing
+is imported from SGLang at module import time.
 """
 
 from __future__ import annotations
@@ -20,27 +23,26 @@ from ..hookspecs import hookimpl
 from ..providers import Provider, provider_for
 from ..report import AdapterReport, EngineSupport
 from . import sglang_targets as targets
+from .routing import EntryRoute
 
 ENGINE = "sglang"
 FA3_BUILD = "sgl_kernel"
 log = logging.getLogger("attn_sched_plugin")
 
-# pass-through reasons recorded in the step tally
-OUTSIDE = "sglang_outside_fa_backend"
-GUARDED = "sglang_dp_attention_or_prefill_cp"
-
 # what the adapter covers, by call path of FlashAttentionBackend (see docs/coverage-sglang.md)
 COVERED = [
-    "decode: SWA layers", "decode: local/chunked attention", "draft decode topk<=1 (every draft step)",
-    "draft decode topk>1: normal and expand parts", "extend/prefill, target verify, draft extend (incl. SWA)",
-    "context-parallel extend", "MLA decode and extend (qv)", "cross-attention decode",
+    "CUDA-graph decode: SWA layers, local/chunked attention, cross-attention",
+    "CUDA-graph draft decode (topk<=1 every draft step; topk>1 normal and expand parts)",
+    "CUDA-graph target verify and draft extend, MLA decode (qv)",
 ]
-DEFAULT_DECODE = "decode: non-SWA, non-MLA (no speculation)"
+DEFAULT_DECODE = "CUDA-graph decode: non-SWA, non-MLA (no speculation)"
 PASSED_THROUGH = {
+    "eager steps (prefill/extend, --disable-cuda-graph, batches above the captured sizes)": "FA3 called "
+    "untouched: sharing costs more host time there than it saves (SGLang's own eager decode precompute stays)",
     "flash_attn_varlen_func (3 extend paths)": "SGLang's FA3 varlen wrapper hard-codes scheduler_metadata=None",
     "fa_impl_ver=4 (FA4)": "not FA3 (ver != 3)",
     "DP attention / prefill context parallelism": "SGLang's guard respected: backend disables metadata sharing",
-    "FA3 calls outside FlashAttentionBackend (dsa, minicpm, dual-chunk)": "no step boundary is hooked for them",
+    "FA3 calls outside FlashAttentionBackend (dsa, minicpm, dual-chunk)": "other modules: not routed",
 }
 
 
@@ -59,50 +61,63 @@ class _State:
         self.active = False
         self.report: AdapterReport | None = None
         self.patches: list[_Patch] = []
-        self.provider: Provider | None = None
-        self.wrapped: dict[Callable, Callable] = {}
+        self.route: EntryRoute | None = None
+        self.eager = True  # the phase: eager until a capture callback, again from the next eager callback
 
 
 _state = _State()
-_scope = threading.local()  # .mode: None (outside a forward), "share" or "guarded"
 
 
-# --- hooks (kept tiny: they run per layer) ---------------------------------------------------------
+# --- hooks on SGLang's metadata callbacks (once per step, never per layer) -------------------------
 
-def _start_step(*args, **kwargs) -> None:
-    """BEFORE each metadata-init callback: the previous step's metadata is dropped."""
+def _capture_step(self, *args, **kwargs) -> None:
+    """A graph is about to be captured for this backend: its FA3 calls share metadata from here."""
+    if _state.active:
+        runtime.new_step()
+        _state.eager = False
+        if getattr(self, "_disable_scheduler_metadata_precompute", False):
+            _state.route.release()  # DP attention / prefill CP: SGLang's guard against shared metadata
+        else:
+            _state.route.capture()
+
+
+def _captured_run(self, *args, **kwargs) -> None:
+    """``init_forward_metadata_in_graph``: the captured run starts (warm-up metadata is dropped)."""
     if _state.active:
         runtime.new_step()
 
 
-def _in_forward(original_fn, self, *args, **kwargs):
-    """AROUND forward_decode/forward_extend: FA3 calls inside are ours to share (or guarded)."""
-    previous = getattr(_scope, "mode", None)
-    _scope.mode = "guarded" if getattr(self, "_disable_scheduler_metadata_precompute", False) else "share"
-    try:
-        return original_fn(self, *args, **kwargs)
-    finally:
-        _scope.mode = previous
-
-
-def _fa3_entry(original_fn, *args, **kwargs):
-    """AROUND the FA3 dispatcher: share metadata for calls from a FlashAttentionBackend forward."""
-    mode = getattr(_scope, "mode", None)
-    if mode == "share" and _state.active:
-        wrapped = _state.wrapped.get(original_fn)
-        if wrapped is None:
-            wrapped = _state.wrapped[original_fn] = interceptor.wrap(original_fn, _state.provider, KVCACHE)
-        return wrapped(*args, **kwargs)
+def _replay_step(self, *args, **kwargs) -> None:
     if _state.active:
-        tally = runtime.state().tally
-        tally.calls += 1
-        tally.passthrough[GUARDED if mode == "guarded" else OUTSIDE] += 1
-    return original_fn(*args, **kwargs)
+        _state.eager = False
+        _state.route.release()
+
+
+def _eager_step(self, *args, **kwargs) -> None:
+    if _state.active:
+        _state.eager = True
+        _state.route.release()
+
+
+def _out_graph_step(self, forward_batch, in_capture=False, *args, **kwargs) -> None:
+    """``init_forward_metadata_out_graph`` (0.5.13+): before a capture, or before every replay."""
+    (_capture_step if in_capture else _replay_step)(self)
+
+
+# the hook of each metadata callback, by SGLang's method name (sglang_targets.ERAS lists them per era)
+CALLBACK_HOOKS = {
+    "init_forward_metadata": _eager_step,
+    "init_forward_metadata_capture_cuda_graph": _capture_step,
+    "init_forward_metadata_replay_cuda_graph": _replay_step,
+    "init_forward_metadata_out_graph": _out_graph_step,
+    "init_forward_metadata_in_graph": _captured_run,
+}
 
 
 def _no_precompute(original_fn, *args, **kwargs):
-    """AROUND SGLang's decode precompute in "replace" mode: our in-step metadata serves those calls."""
-    return None if _state.active else original_fn(*args, **kwargs)
+    """AROUND SGLang's decode precompute in "replace" mode: outside eager steps the in-graph metadata
+    serves those calls, so SGLang's capture- and replay-time host computation is skipped."""
+    return original_fn(*args, **kwargs) if _state.eager or not _state.active else None
 
 
 # --- pluggy hooks ----------------------------------------------------------------------------------
@@ -160,7 +175,10 @@ def install(provider: Provider | None = None) -> AdapterReport:
             why += "; ".join(problems) + "; nothing patched"
             log.warning("attn-sched: %s", why)
             return _decline(version, why)
-        _state.provider = provider or provider_for(FA3_BUILD)
+        backend_module = sys.modules[targets.resolve(targets.BACKEND).__module__]
+        wrapped = interceptor.wrap(backend_module.flash_attn_with_kvcache, provider or provider_for(FA3_BUILD), KVCACHE)
+        _state.route = EntryRoute(backend_module, "flash_attn_with_kvcache", wrapped)
+        _state.eager = True
         _state.patches = _apply_all(era, mode)
         _state.active = True
         _state.report = _report(version, mode)
@@ -208,11 +226,9 @@ def _check_targets(era: targets.Era, mode: str) -> list[str]:
 def _apply_all(era: targets.Era, mode: str) -> list[_Patch]:
     from sglang.srt.plugins.hook_registry import HookType
 
-    plan = [(f"{targets.BACKEND}.{name}", HookType.BEFORE, _start_step) for name in era.callbacks]
-    plan += [(f"{targets.BACKEND}.{name}", HookType.AROUND, _in_forward) for name in targets.FORWARDS]
+    plan = [(f"{targets.BACKEND}.{name}", HookType.BEFORE, CALLBACK_HOOKS[name]) for name in era.callbacks]
     if mode == "replace":
         plan.append((f"{targets.BACKEND}.{targets.PRECOMPUTE[0]}", HookType.AROUND, _no_precompute))
-    plan.append((era.fa3_entry, HookType.AROUND, _fa3_entry))
     return [_apply(target, hook_type, hook) for target, hook_type, hook in plan]
 
 
@@ -250,6 +266,8 @@ def uninstall() -> None:
 
     with _state.lock:
         _state.active = False
+        if _state.route is not None:
+            _state.route.release()
         for patch in reversed(_state.patches):
             hooks = HookRegistry._hooks.get(patch.target, [])
             hooks[:] = [h for h in hooks if h[1] is not patch.hook]
@@ -262,7 +280,7 @@ def uninstall() -> None:
             if not hooks:
                 HookRegistry._patched.discard(patch.target)
         _state.patches = []
-        _state.wrapped.clear()
+        _state.route = None
         _state.report = None
 
 
@@ -282,7 +300,7 @@ def _report(version: str, mode: str) -> AdapterReport:
     return AdapterReport(
         engine=ENGINE, version=version, fa3_build=f"sgl_kernel ({kernel}, mode={mode})", active=True,
         covered=covered, engine_native=native, passed_through=dict(PASSED_THROUGH),
-        wrapped=[p.target for p in _state.patches],
+        wrapped=[p.target for p in _state.patches] + [f"{_state.route.module.__name__}.{_state.route.attr} (routed)"],
     )
 
 

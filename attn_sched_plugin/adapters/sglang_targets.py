@@ -20,7 +20,7 @@ MAX_KNOWN = (0, 5, 23)  # newest release whose source the adapter was checked ag
 BACKEND = "sglang.srt.layers.attention.flashattention_backend.FlashAttentionBackend"
 HOOK_REGISTRY = "sglang.srt.plugins.hook_registry"
 
-# metadata-init callbacks -> the leading parameters they must have (a step starts before each)
+# metadata-init callbacks -> the leading parameters they must have (each tells the adapter the phase)
 _INIT = {"init_forward_metadata": ("self", "forward_batch")}
 _CUDA_GRAPH_OLD = {
     "init_forward_metadata_capture_cuda_graph": (
@@ -33,8 +33,6 @@ _CUDA_GRAPH_NEW = {
     "init_forward_metadata_out_graph": ("self", "forward_batch", "in_capture"),
     "init_forward_metadata_in_graph": ("self", "forward_batch"),
 }
-# the only methods of the backend that call the FA3 entry (checked against the source by the tests)
-FORWARDS = {name: ("self", "q", "k", "v", "layer", "forward_batch") for name in ("forward_decode", "forward_extend")}
 # SGLang's own decode precompute, silenced in "replace" mode
 PRECOMPUTE = ("_compute_scheduler_metadata", ("self", "batch_size", "max_seq_len_k", "cache_seqlens", "cu_seqlens_q"))
 # the FA3 dispatcher must take at least these (the SGLang surface of flash_attn_with_kvcache)
@@ -104,7 +102,7 @@ def check_fa3_entry(fn) -> str | None:
 
 def method_targets(era: Era, mode: str) -> dict[str, tuple[str, ...]]:
     """Backend methods to patch in ``era`` -> expected leading parameters."""
-    targets = {**era.callbacks, **FORWARDS}
+    targets = dict(era.callbacks)
     if mode == "replace":
         targets[PRECOMPUTE[0]] = PRECOMPUTE[1]
     return targets

@@ -2,11 +2,15 @@
 
 vLLM computes FA3 metadata once per attention group and step, except where it gives up (mixed
 sliding windows, ``fast_build`` drafters, ``VLLM_BATCH_INVARIANT``); those calls reach FA3 with
-``scheduler_metadata=None`` and FA3 launches its prepare kernel once per layer. We wrap the FA3
-entry each backend module calls (calls carrying vLLM's metadata pass through) and start a step at
-every metadata build: through vLLM's ``register_backend`` where it exists (0.13+), by patching
-the builder class where it does not (0.11) or where another plugin already overrides FLASH_ATTN.
-Nothing from vLLM is imported until ``attn_sched_install``.
+``scheduler_metadata=None`` and FA3 launches its prepare kernel once per layer. While vLLM captures
+CUDA graphs (``build_for_cudagraph_capture``), the FA3 entry each backend module calls points at
+the plugin's wrapper (``routing.EntryRoute``): each captured step records one metadata kernel per
+shape, replayed with no host work; calls carrying vLLM's own metadata pass through. Any other
+metadata build (an eager, PIECEWISE or FULL-replay step) points it back at FA3 itself, so eager
+attention runs exactly as without the plugin. The builder is hooked through vLLM's
+``register_backend`` where it exists (0.13+), by patching the builder class where it does not
+(0.11) or where another plugin already overrides FLASH_ATTN. Nothing from vLLM is imported until
+``attn_sched_install``.
 """
 
 from __future__ import annotations
@@ -26,16 +30,19 @@ STEP_MARK = "__attn_sched_step__"
 _MISSING = object()
 
 COVERED = [
-    "FlashAttentionImpl.forward without vLLM metadata (mixed sliding windows, fast_build drafters, "
-    "VLLM_BATCH_INVARIANT in 0.32+): one metadata per (window, shape, num_splits) per step",
-    "FlashAttentionImpl paged DCP and cascade calls (seqused_k) without vLLM metadata",
+    "CUDA-graph captures of FlashAttentionImpl.forward without vLLM metadata (mixed sliding windows, "
+    "fast_build drafters, VLLM_BATCH_INVARIANT in 0.32+): one metadata kernel per (window, shape, num_splits) "
+    "per captured step",
+    "CUDA-graph captures of paged DCP and cascade calls (seqused_k) without vLLM metadata",
 ]
-COVERED_DIFFKV = "FlashAttentionDiffKVImpl.forward without vLLM metadata"
+COVERED_DIFFKV = "CUDA-graph captures of FlashAttentionDiffKVImpl.forward without vLLM metadata"
 ENGINE_NATIVE = [
     "FlashAttentionImpl.forward with vLLM's AOT metadata (one sliding-window config): passed through",
     "FlashAttnMLA decode (its builder computes metadata; module not wrapped)",
 ]
 PASSED_THROUGH = {
+    "eager steps (PIECEWISE attention, --enforce-eager, batches above the captured sizes)": "FA3 called "
+    "untouched: sharing costs more host time there than it saves",
     "encoder attention (_forward_encoder_attention)": "varlen K (cu_seqlens_k, no seqused_k): vLLM's "
     "get_scheduler_metadata cannot describe it",
     "MLA prefill (FlashAttnPrefill / MLACommonImpl)": "varlen K (cu_seqlens_k): not describable; not wrapped",
@@ -46,16 +53,41 @@ PASSED_THROUGH = {
 _lock = threading.Lock()
 _report: AdapterReport | None = None
 _undo: list = []  # callables restoring what install changed, in install order
+_routes: list = []  # routing.EntryRoute of each wrapped backend module
 _native = Counter()  # vLLM-supplied metadata provably computed for other parameters, by kind
+_capture_builds = threading.local()  # .depth: build_for_cudagraph_capture frames on this thread
 
 
-def stepping(method):
-    """``method`` preceded by ``runtime.new_step()``: every metadata build starts a fresh step."""
+def fa3_provider():
+    """The provider of vLLM's FA3 build (the tests substitute the reference's)."""
+    from attn_sched_plugin.providers import provider_for
+
+    return provider_for(FA3_BUILD)
+
+
+def stepping(name: str, method):
+    """``method`` (the builder's metadata build ``name``) telling the routes the phase: a capture build starts a captured
+    step and routes FA3 to the wrapper; any other build (eager, PIECEWISE or FULL-replay step) routes
+    it back to FA3 itself. ``build`` called from inside ``build_for_cudagraph_capture`` changes nothing."""
     from attn_sched_plugin.runtime import new_step
+
+    capture = name == "build_for_cudagraph_capture"
 
     @functools.wraps(method)
     def run(self, *args, **kwargs):
-        new_step()
+        depth = getattr(_capture_builds, "depth", 0)
+        if capture:
+            new_step()
+            for route in _routes:
+                route.capture()
+            _capture_builds.depth = depth + 1
+            try:
+                return method(self, *args, **kwargs)
+            finally:
+                _capture_builds.depth = depth
+        if not depth:
+            for route in _routes:
+                route.release()
         return method(self, *args, **kwargs)
 
     setattr(run, STEP_MARK, True)
@@ -65,23 +97,18 @@ def stepping(method):
 def native_mismatch(kw: dict) -> str | None:
     """Why vLLM's own ``scheduler_metadata`` in this FA3 call was computed for other parameters.
 
-    vLLM's builder calls ``get_scheduler_metadata`` with ``headdim`` only (no ``headdim_v``), no
-    ``has_softcap``, and the live ``max_seq_len`` as ``max_seqlen_k``, while FA3's forward takes
-    ``headdim_v`` from ``v``, softcap from the call, and ``max_seqlen_k`` = block-table width x
-    page size, normalising the window against it (``left >= max_seqlen_k - 1`` -> no window).
+    vLLM's builder calls ``get_scheduler_metadata`` with ``headdim`` only (no ``headdim_v``) and no
+    ``has_softcap``, while FA3's forward takes ``headdim_v`` from ``v`` and softcap from the call.
+    (Its ``max_seqlen_k`` agrees: vLLM's fork of FA3 schedules with the call's live maximum, which
+    is what the builder passes.)
     """
     if kw.get("scheduler_metadata") is None or kw.get("fa_version", 3) != 3:
         return None
-    q, k, v = kw.get("q"), kw.get("k"), kw.get("v")
+    q, v = kw.get("q"), kw.get("v")
     if kw.get("q_v") is None and v is not None and q is not None and v.shape[-1] != q.shape[-1]:
         return "headdim_v"
     if (kw.get("softcap") or 0.0) > 0.0:
         return "has_softcap"
-    window, table = kw.get("window_size"), kw.get("block_table")
-    if window is not None and window[0] >= 0 and table is not None and k is not None and k.dim() == 4:
-        live, width = kw.get("max_seqlen_k"), table.shape[1] * k.shape[1]
-        if isinstance(live, int) and (window[0] >= live - 1) != (window[0] >= width - 1):
-            return "window_normalisation"
     return None
 
 
@@ -96,7 +123,8 @@ def native_inconsistencies() -> dict[str, int]:
 
 
 def _checking(fn):
-    """``fn`` preceded by the ``native_mismatch`` check (vLLM passes every argument by keyword)."""
+    """``fn`` preceded by the ``native_mismatch`` check (vLLM passes every argument by keyword); it runs
+    only while graphs are captured, as the whole wrapper does."""
 
     @functools.wraps(fn)
     def call(*args, **kwargs):
@@ -115,16 +143,19 @@ def _set(owner, name: str, value) -> None:
     _undo.append(lambda: delattr(owner, name) if old is _MISSING else setattr(owner, name, old))
 
 
-def _wrap_entries(plan: targets.Plan) -> list[str]:
+def _route_entries(plan: targets.Plan) -> list[str]:
     from attn_sched_plugin.conventions import VARLEN
     from attn_sched_plugin.interceptor import wrap
-    from attn_sched_plugin.providers import provider_for
 
-    provider = provider_for(FA3_BUILD)
+    from .routing import EntryRoute
+
+    provider = fa3_provider()
     done = []
     for module, attr in plan.entries:
-        _set(module, attr, _checking(wrap(getattr(module, attr), provider, VARLEN)))
-        done.append(f"{module.__name__}.{attr}")
+        route = EntryRoute(module, attr, _checking(wrap(getattr(module, attr), provider, VARLEN)))
+        _routes.append(route)
+        _undo.append(lambda r=route: (r.release(), _routes.remove(r)))
+        done.append(f"{module.__name__}.{attr} (routed)")
     return done
 
 
@@ -133,7 +164,7 @@ def _patch_builder(builder: type) -> list[str]:
     for name in targets.STEP_METHODS:
         method = getattr(builder, name, None)
         if method is not None and not getattr(method, STEP_MARK, False):
-            _set(builder, name, stepping(method))
+            _set(builder, name, stepping(name, method))
             done.append(f"{builder.__module__}.{builder.__qualname__}.{name}")
     return done
 
@@ -187,7 +218,7 @@ def attn_sched_install(engine: str) -> AdapterReport | None:
         except (targets.Unsupported, ImportError) as exc:
             return _declined(version, str(exc))
         try:
-            wrapped = _wrap_entries(plan)
+            wrapped = _route_entries(plan)
             registered = _register(plan) if plan.registry is not None else None
             wrapped += registered if registered is not None else _patch_builder(plan.builder)
         except Exception:

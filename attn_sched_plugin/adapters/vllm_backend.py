@@ -1,4 +1,4 @@
-"""FlashAttention backends that start an attn-sched step at every metadata build.
+"""FlashAttention backends whose metadata builds tell attn-sched the phase (capture or not).
 
 Registered with vLLM's own ``register_backend`` (0.13+) under the FLASH_ATTN (and, from 0.16,
 FLASH_ATTN_DIFFKV) enum members, so vLLM builds these instead of the stock classes. They differ
@@ -14,8 +14,8 @@ from vllm.v1.attention.backends import flash_attn as _fa
 
 
 def stepping_builder(base: type) -> type:
-    """A subclass of ``base`` whose metadata builds each start a new step."""
-    methods = {name: stepping(getattr(base, name)) for name in STEP_METHODS if hasattr(base, name)}
+    """A subclass of ``base`` whose metadata builds tell the adapter the phase (``vllm.stepping``)."""
+    methods = {name: stepping(name, getattr(base, name)) for name in STEP_METHODS if hasattr(base, name)}
     return type(base.__name__, (base,), {"__module__": __name__, "__qualname__": base.__name__, **methods})
 
 

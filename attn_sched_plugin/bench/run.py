@@ -12,7 +12,7 @@ from .. import __version__
 from ..verify import bitwise_equal
 from .builds import FA3Build
 from .presets import MODES, Preset
-from .step import VARIANTS, Step, eager_step
+from .step import VARIANTS, Step
 from .timing import alternate, capture, prepare_launches
 
 GRAPHED = ("decode", "verify")
@@ -28,7 +28,7 @@ def point(preset: Preset, build: FA3Build, batch: int, context: int, mode: str, 
         graphs = {v: capture(lambda v=v: step.run(v)) for v in VARIANTS}
         runs = {v: g.replay for v, g in graphs.items()}
     else:
-        runs = {v: (lambda v=v: step.run(v)) for v in VARIANTS}
+        runs = {v: (lambda v=v: step.run(v, captured=False)) for v in VARIANTS}
     timed = alternate(runs, host_work, replays)
     launches = {v: prepare_launches(lambda v=v: (host_work.get(v, _nothing)(), runs[v]())) for v in VARIANTS}
     exact_first = _exact(step)

@@ -5,7 +5,9 @@
     host before each step (outside any graph) and copied into a persistent buffer the layers
     read. Like SGLang, it covers plain-decode, full-attention, non-MLA layers only; the other
     layers schedule themselves.
-(c) ``plugin``: the layers call the plugin's wrapped forward; ``new_step()`` starts the step.
+(c) ``plugin``: the plugin as deployed. In a captured step the layers call its wrapped forward
+    (``new_step()`` starts the step); in an eager step they call FA3 itself, because the adapters
+    route FA3 through the wrapper only while CUDA graphs are captured (``adapters.routing``).
 """
 
 from __future__ import annotations
@@ -98,14 +100,15 @@ class Step:
         buffer.copy_(fresh)
 
     # -- the step itself ------------------------------------------------------------------------------
-    def run(self, variant: str) -> None:
-        """All layers once, as the variant would (graph-capturable)."""
+    def run(self, variant: str, captured: bool = True) -> None:
+        """All layers once, as the variant would in a captured (default) or an eager step."""
         out = self.out[variant]
-        if variant == "plugin":
+        shared = variant == "plugin" and captured
+        if shared:
             runtime.new_step()
         for layer in range(self.preset.layers):
             kwargs = self.layer_kwargs(layer)
-            if variant == "plugin":
+            if shared:
                 self.wrapped(**kwargs, out=out[layer])
             else:
                 metadata = self.engine_buffers.get(0) if variant == "engine" and layer in self._engine_layers else None
@@ -117,11 +120,3 @@ class Step:
         """Distinct (window) schedules per step: what the plugin should compute."""
         return len({self.preset.window_of(i) for i in range(self.preset.layers)})
 
-
-def eager_step(step: Step, variant: str) -> Callable[[], None]:
-    def run():
-        if variant == "engine":
-            step.engine_precompute()
-        step.run(variant)
-
-    return run

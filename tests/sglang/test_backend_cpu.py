@@ -102,14 +102,21 @@ def _decode_step(module, draft_steps: int, topk: int, guarded: bool = False) -> 
     return outputs
 
 
+def _enter(phase: str, backend=None) -> None:
+    """What SGLang's metadata callback of ``phase`` tells the adapter (its hook, run as HookRegistry runs it)."""
+    backend = backend or SimpleNamespace(_disable_scheduler_metadata_precompute=False)
+    {"capture": adapter._capture_step, "replay": adapter._replay_step, "eager": adapter._eager_step}[phase](backend)
+
+
 @pytest.mark.parametrize("draft_steps,topk", [(1, 0), (3, 1)], ids=["decode", "multi-step-draft-topk1"])
-def test_decode_shares_one_metadata_per_shape_and_step(fa3_on_cpu, draft_steps, topk):
+def test_captured_decode_shares_one_metadata_per_shape_and_step(fa3_on_cpu, draft_steps, topk):
     ref.COUNTERS.clear()
     expected = _decode_step(fa3_on_cpu, draft_steps, topk)
     assert ref.COUNTERS["prepare"] == 4 * draft_steps and ref.COUNTERS["metadata"] == 0
     report = adapter.install(provider=ref.provider())
     try:
         assert report.active
+        _enter("capture")
         ref.COUNTERS.clear()
         got = _decode_step(fa3_on_cpu, draft_steps, topk)
     finally:
@@ -120,41 +127,96 @@ def test_decode_shares_one_metadata_per_shape_and_step(fa3_on_cpu, draft_steps, 
     assert all(torch.equal(a, b) for a, b in zip(expected, got)) and len(got) == len(expected)
 
 
+@pytest.mark.parametrize("phase", ["eager", "replay"])
+def test_outside_captures_fa3_is_called_untouched(installed, fa3_on_cpu, phase):
+    """Issue 12: no per-call work in eager steps: the backend calls the original function object."""
+    _enter("capture")
+    _enter(phase)
+    assert fa3_on_cpu.flash_attn_with_kvcache is targets.resolve(_era().fa3_entry)
+    ref.COUNTERS.clear()
+    calls_before = runtime.state().tally.calls
+    _decode_step(fa3_on_cpu, 1, 0)
+    assert ref.COUNTERS["prepare"] == 4 and ref.COUNTERS["metadata"] == 0
+    assert runtime.state().tally.calls == calls_before
+
+
 def test_dp_attention_guard_is_respected(installed, fa3_on_cpu):
+    _enter("capture", SimpleNamespace(_disable_scheduler_metadata_precompute=True))
     ref.COUNTERS.clear()
     _decode_step(fa3_on_cpu, 1, 0, guarded=True)
     assert ref.COUNTERS["metadata"] == 0 and ref.COUNTERS["prepare"] == 4
-    assert runtime.state().tally.passthrough[adapter.GUARDED] == 4
+    assert runtime.state().tally.calls == 0
 
 
-def test_calls_outside_the_backend_forwards_pass_through(installed, fa3_on_cpu):
-    era = targets.era_for(targets.parse(targets.installed_version()))
-    entry = targets.resolve(era.fa3_entry)
+def test_calls_from_other_modules_are_not_routed(installed, fa3_on_cpu):
+    _enter("capture")
+    entry = targets.resolve(_era().fa3_entry)
     ref.COUNTERS.clear()
     q = torch.randn(B, 1, H, D)
     k = torch.randn(B, 16, HK, D)
     entry(q, k, k.clone(), cache_seqlens=torch.tensor([3, 5, 7], dtype=torch.int32), causal=True)
     assert ref.COUNTERS["prepare"] == 1 and ref.COUNTERS["metadata"] == 0
-    assert runtime.state().tally.passthrough[adapter.OUTSIDE] == 1
+    assert runtime.state().tally.calls == 0
 
 
-def test_metadata_init_callbacks_start_a_new_step(installed, fa3_on_cpu):
-    era = targets.era_for(targets.parse(targets.installed_version()))
-    for name in era.callbacks:
-        before = runtime.state().tally.step
-        with pytest.raises(Exception):  # the real callback then fails on a bare object; the step came first
-            getattr(fa3_on_cpu.FlashAttentionBackend, name)(object(), *([None] * 9)[: _arity(name, era)])
-        assert runtime.state().tally.step > before, name
+def test_sglang_callbacks_set_the_phase(installed, fa3_on_cpu):
+    """The real (hooked) callbacks, on a bare backend: the hook runs first, then SGLang's body fails."""
+    backend_cls, era = fa3_on_cpu.FlashAttentionBackend, _era()
+    bare = SimpleNamespace(_disable_scheduler_metadata_precompute=False)
+
+    def callback(name, *args, **kwargs):
+        try:
+            getattr(backend_cls, name)(bare, *args, **kwargs)
+        except Exception:  # noqa: BLE001 - SGLang's body on a bare object; only the hook matters here
+            pass
+        return adapter._state.route.capturing, adapter._state.eager
+
+    new_api = "init_forward_metadata_out_graph" in era.callbacks
+    capture = (lambda: callback("init_forward_metadata_out_graph", None, in_capture=True)) if new_api else (
+        lambda: callback("init_forward_metadata_capture_cuda_graph", *[None] * 7))
+    replay = (lambda: callback("init_forward_metadata_out_graph", None, in_capture=False)) if new_api else (
+        lambda: callback("init_forward_metadata_replay_cuda_graph", *[None] * 8))
+    step = runtime.state().tally.step
+    assert capture() == (True, False) and runtime.state().tally.step > step
+    if new_api:  # the captured run itself starts a step (warm-up metadata is not reused in the graph)
+        step = runtime.state().tally.step
+        callback("init_forward_metadata_in_graph", None)
+        assert runtime.state().tally.step > step and adapter._state.route.capturing
+    assert replay() == (False, False)
+    assert capture() == (True, False)
+    assert callback("init_forward_metadata", None) == (False, True)
 
 
-def _arity(name: str, era) -> int:
-    return len(era.callbacks[name]) - 1
+@pytest.mark.parametrize("mode", ["replace", "keep-native"])
+def test_sglang_precompute_runs_in_eager_steps_only_in_replace_mode(fa3_on_cpu, monkeypatch, mode):
+    """``replace`` skips SGLang's capture/replay-time precompute (the graphs carry ours) but never leaves
+    eager decode without SGLang's own metadata; ``keep-native`` never touches it."""
+    from attn_sched_plugin import switches
+
+    monkeypatch.setattr(switches, "_current", switches.Switches({"ATTN_SCHED_SGLANG_MODE": mode}))
+    def sglang_precompute(self, batch_size, max_seq_len_k, cache_seqlens, cu_seqlens_q):
+        return "sglang's"
+
+    monkeypatch.setattr(fa3_on_cpu.FlashAttentionBackend, "_compute_scheduler_metadata", sglang_precompute)
+    assert adapter.install(provider=ref.provider()).active
+    try:
+        precompute = fa3_on_cpu.FlashAttentionBackend._compute_scheduler_metadata
+        results = {}
+        for phase in ("eager", "capture", "replay", "eager"):
+            _enter(phase)
+            results.setdefault(phase, []).append(precompute(object(), 1, 16, None, None))
+    finally:
+        adapter.uninstall()
+    shared = None if mode == "replace" else "sglang's"
+    assert results == {"eager": ["sglang's", "sglang's"], "capture": [shared], "replay": [shared]}
 
 
 def test_uninstall_restores_every_target(fa3_on_cpu):
     originals = {t: targets.resolve(t) for t in _all_targets()}
     adapter.install(provider=ref.provider())
-    assert all(targets.resolve(t) is not originals[t] for t in originals)
+    _enter("capture")
+    assert all(targets.resolve(t) is not originals[t] for t in originals if t != _era().fa3_entry)
+    assert fa3_on_cpu.flash_attn_with_kvcache is not originals[_era().fa3_entry]
     adapter.uninstall()
     assert all(targets.resolve(t) is originals[t] for t in originals)
     assert fa3_on_cpu.flash_attn_with_kvcache is originals[_era().fa3_entry]
@@ -166,4 +228,4 @@ def _era():
 
 def _all_targets() -> list[str]:
     era = _era()
-    return [era.fa3_entry] + [f"{targets.BACKEND}.{n}" for n in targets.method_targets(era, "keep-native")]
+    return [era.fa3_entry] + [f"{targets.BACKEND}.{n}" for n in targets.method_targets(era, "replace")]

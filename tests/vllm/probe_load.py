@@ -34,7 +34,7 @@ report = activation.installed().get("vllm")
 
 
 def depth(fn) -> int:
-    """Marked layers above the original entry (our check + the interceptor = 2)."""
+    """Marked layers above the original entry (our native check + the interceptor = 2)."""
     n = 0
     while is_wrapped(fn):
         n, fn = n + 1, fn.__wrapped__
@@ -48,8 +48,12 @@ print(json.dumps({
     "loaded": "vllm" in activation.installed(),
     "report": None if report is None else report.as_dict(),
     "version": VERSION,
-    "entries": {m: is_wrapped(getattr(importlib.import_module(m), targets.FA3_ENTRY, None)) for m in ENTRY_MODULES},
-    "wrap_depth": depth(getattr(importlib.import_module(targets.FA_MODULE), targets.FA3_ENTRY, None)),
+    # routed: the wrapper each module's FA3 entry points at while graphs are captured (depth per module)
+    "routes": {r.module.__name__: depth(r.wrapped) for r in adapter._routes},
+    "route_count": len(adapter._routes),
+    # outside captures every module calls FA3 itself
+    "entries_untouched": not any(is_wrapped(getattr(importlib.import_module(m), targets.FA3_ENTRY, None))
+                                 for m in ENTRY_MODULES),
     "overrides": {} if enum is None else {n: enum[n].get_path() for n in targets.OVERRIDES if n in enum.__members__},
     "step_methods": [n for n in targets.STEP_METHODS if hasattr(builder, n)],
     "builder_patched": [n for n in targets.STEP_METHODS if getattr(getattr(builder, n, None), adapter.STEP_MARK, False)],

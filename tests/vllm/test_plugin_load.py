@@ -31,8 +31,8 @@ def test_loader_activates_and_patches_every_claimed_target():
     r = probe()
     report = r["report"]
     assert report["active"], report
-    assert all(r["entries"].values()) and r["wrap_depth"] == 2
-    entries = {f"{m}.flash_attn_varlen_func" for m in r["entries"]}
+    assert r["routes"] and set(r["routes"].values()) == {2} and r["entries_untouched"]
+    entries = {f"{m}.flash_attn_varlen_func (routed)" for m in r["routes"]}
     if r["overrides"]:  # 0.13+: the official path, no class patched
         assert r["overrides"]["FLASH_ATTN"] == f"{OURS}.FlashAttentionBackend"
         assert r["overrides"].get("FLASH_ATTN_DIFFKV", f"{OURS}.FlashAttentionDiffKVBackend") == (
@@ -49,18 +49,19 @@ def test_loader_activates_and_patches_every_claimed_target():
 
 def test_idempotent():
     r = probe(PROBE_TWICE="1")
-    assert r["report"]["active"] and r["wrap_depth"] == 2 and len(r["log"]) == 1
+    assert r["report"]["active"] and r["route_count"] == len(r["routes"]) and len(r["log"]) == 1
+    assert set(r["routes"].values()) == {2} and r["entries_untouched"]
 
 
 def test_vllm_plugins_naming_another_plugin_skips_ours():
     r = probe(VLLM_PLUGINS="someone_else")
-    assert not r["loaded"] and not any(r["entries"].values()) and r["log"] == []
+    assert not r["loaded"] and not r["routes"] and r["log"] == []
     assert not any(p.startswith(OURS) for p in r["overrides"].values())
 
 
 def test_disable_switch_patches_nothing():
     r = probe(ATTN_SCHED_DISABLE="1")
-    assert r["report"] is None and not any(r["entries"].values())
+    assert r["report"] is None and not r["routes"]
     assert not any(p.startswith(OURS) for p in r["overrides"].values()) and r["builder_patched"] == []
     assert len(r["log"]) == 1 and "disabled" in r["log"][0]
 
