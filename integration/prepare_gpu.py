@@ -7,13 +7,18 @@ GPU run needs, xz-compressed (the 173 MB vLLM library packs to 7.7 MiB, 16.5 MiB
   .gpu/fa3_fwd/...xz                      the fa3-fwd==0.0.3 wheel's package and interface
 
 ``.gpu/`` is git-ignored: binaries are never committed. On the GPU machine,
-``integration/gpu_run.sh`` unpacks them. Usage: python integration/prepare_gpu.py [--dest .gpu]
+``integration/gpu_run.sh`` unpacks them. ``--upstream CHECKOUT`` also copies FA3's own kvcache tests
+(hopper/test_flash_attn.py, test_util.py, padding.py of a Dao-AILab/flash-attention checkout; the
+fa3-fwd 0.0.3 wheel matches commit 28ef22c9) into ``.carry/upstream/`` for ``gpu_run.sh upstream``;
+they are upstream's code and stay out of the repository.
+Usage: python integration/prepare_gpu.py [--dest .gpu] [--upstream PATH]
 """
 
 from __future__ import annotations
 
 import argparse
 import lzma
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -41,11 +46,28 @@ def fetch(requirement: str, into: Path) -> Path:
     return next(into.glob(f"{name}-*.whl"))
 
 
+UPSTREAM_TESTS = ("test_flash_attn.py", "test_util.py", "padding.py")
+
+
+def copy_upstream_tests(checkout: Path, dest: Path) -> None:
+    missing = [name for name in UPSTREAM_TESTS if not (checkout / "hopper" / name).is_file()]
+    if missing:
+        raise SystemExit(f"prepare_gpu: {checkout}/hopper lacks {', '.join(missing)}; "
+                         "accepted: a Dao-AILab/flash-attention checkout")
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in UPSTREAM_TESTS:
+        shutil.copyfile(checkout / "hopper" / name, dest / name)
+    print(f"copied FA3's upstream tests into {dest}/ (carry it: carry=['{dest}'])")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dest", type=Path, default=Path(".gpu"))
     ap.add_argument("--cache", type=Path, default=None, help="directory of already downloaded wheels")
+    ap.add_argument("--upstream", type=Path, default=None, help="a flash-attention checkout (its hopper/ tests)")
     args = ap.parse_args()
+    if args.upstream is not None:
+        copy_upstream_tests(args.upstream, Path(".carry/upstream"))
     total = 0
     with tempfile.TemporaryDirectory() as tmp:
         for requirement, members in WHEELS.items():

@@ -25,7 +25,8 @@ class NoBuild(Exception):
     """No usable FA3 build; the message says what was tried and what is accepted."""
 
 
-ACCEPTED = "vllm (the vllm package), vllm-lib:PATH (a _vllm_fa3_C.abi3.so), fa3_fwd (the fa3-fwd wheel)"
+ACCEPTED = ("vllm (the vllm package), vllm-lib:PATH (a _vllm_fa3_C.abi3.so), sgl_kernel (the sglang-kernel wheel), "
+            "fa3_fwd (the fa3-fwd wheel)")
 
 
 def vllm_library(path: str) -> FA3Build:
@@ -39,6 +40,13 @@ def vllm_library(path: str) -> FA3Build:
 def vllm_package() -> FA3Build:
     interface = importlib.import_module("vllm.vllm_flash_attn.flash_attn_interface")
     return FA3Build("vllm", interface.flash_attn_varlen_func, VARLEN, provider_for("vllm_flash_attn"),
+                    paged=True, local=True)
+
+
+def sgl_kernel() -> FA3Build:
+    """SGLang's FA3 (the sglang-kernel wheel), through its own ``flash_attn_with_kvcache``."""
+    interface = importlib.import_module("sgl_kernel.flash_attn")
+    return FA3Build("sgl_kernel", interface.flash_attn_with_kvcache, KVCACHE, provider_for("sgl_kernel"),
                     paged=True, local=True)
 
 
@@ -62,6 +70,8 @@ def load(spec: str | None = None) -> FA3Build:
                 return vllm_package()
             if candidate == "fa3_fwd":
                 return fa3_fwd()
+            if candidate == "sgl_kernel":
+                return sgl_kernel()
             errors.append(f"{candidate!r} is not a build name")
         except (ImportError, OSError, RuntimeError) as exc:
             errors.append(f"{candidate}: {exc}")

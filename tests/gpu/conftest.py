@@ -40,6 +40,13 @@ def vllm_build():
 
 
 @pytest.fixture(scope="session")
+def sgl_kernel_build():
+    from attn_sched_plugin.bench import builds
+
+    return _build(builds.sgl_kernel)
+
+
+@pytest.fixture(scope="session")
 def fa3fwd_build():
     from attn_sched_plugin.bench import builds
 
