@@ -43,7 +43,7 @@ class StatsObserver:
             self._totals["steps"] += 1
             _fold(self._totals, self._passthrough, tally)
         interval = switches.current().summary_interval_s
-        if interval and time.monotonic() - self._last_summary >= interval:
+        if interval > 0 and time.monotonic() - self._last_summary >= interval:  # 0: only the one at exit
             self._last_summary = time.monotonic()
             log.info("%s", summary_line())
 

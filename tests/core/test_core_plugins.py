@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 from core_calls import i32, kvcache_call
 
@@ -58,6 +60,22 @@ def test_summary_line_mentions_the_counters(fa):
     fa(**kvcache_call(b=2, cache_seqlens=i32([1, 2]).long()))
     line = stats.summary_line()
     assert "2 FA3 calls" in line and "computed 1" in line and "seqused_k_layout=1" in line
+
+
+@pytest.mark.parametrize("interval, periodic", [("0", 0), ("1e-9", 2)])
+def test_summary_interval_zero_logs_only_at_exit(fa, caplog, interval, periodic):
+    switches.reload(env={"ATTN_SCHED_SUMMARY_INTERVAL": interval})
+
+    def summaries() -> int:
+        return sum("FA3 calls" in m for m in caplog.messages)
+
+    with caplog.at_level(logging.INFO, logger="attn_sched_plugin"):
+        for _ in range(2):
+            fa(**kvcache_call(b=2))
+            runtime.new_step()
+        assert summaries() == periodic
+        stats._at_exit()
+    assert summaries() == periodic + 1
 
 
 def test_custom_observer_sees_each_computation_and_step_end(fa, register):
