@@ -159,3 +159,7 @@ def test_doctor_json_in_fresh_venv(venv, dists, tmp_path):
     for engine, group in (("sglang", "sglang.srt.plugins"), ("vllm", "vllm.general_plugins")):
         assert report["entry_points"][engine]["declared"] == EXPECTED_ENTRY_POINTS[group]
     assert report["switches"]["ATTN_SCHED_DISABLE"] is False
+    # what to install comes from the installed wheel's own extras
+    extras = [r.split(";")[0].strip() for r in _wheel_metadata(dists["wheel"]).get_all("Requires-Dist")
+              if r.split(";")[-1].strip() in ('extra == "sglang"', 'extra == "vllm"')]
+    assert len(extras) == 2 and all(f"pip install '{e}'" in report["to_activate"] for e in extras), report["to_activate"]
