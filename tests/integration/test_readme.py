@@ -20,3 +20,10 @@ def test_links_are_absolute_and_name_files_of_this_repository():
     paths = [t.removeprefix(prefix) for t in targets for prefix in REPO_FILES if t.startswith(prefix)]
     assert paths, "no link into this repository found"
     assert [p for p in paths if not (ROOT / p).is_file()] == []
+
+
+def test_switches_table_lists_every_variable_the_package_reads():
+    read = {name for path in (ROOT / "attn_sched_plugin").rglob("*.py")
+            for name in re.findall(r"ATTN_SCHED_[A-Z0-9_]+", path.read_text(encoding="utf-8"))}
+    table = README.split("### Switches", 1)[1].split("\n\n", 1)[0]
+    assert set(re.findall(r"^\| `(ATTN_SCHED_[A-Z0-9_]+)`", table, flags=re.M)) == read
