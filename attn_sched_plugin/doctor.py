@@ -107,7 +107,7 @@ def _verdict(r: dict) -> tuple[bool, str, str | None]:
     if supported:  # the engine will not load our entry point
         return (False, "; ".join(f"{e['engine']} {e['installed_version']} will not load the plugin's entry point"
                                  for e in supported),
-                "; ".join(_entry_point_advice(r["entry_points"][e["engine"]]) for e in supported))
+                "; ".join(_entry_point_advice(e["engine"], r["entry_points"].get(e["engine"])) for e in supported))
     if installed:
         return (False, "; ".join(f"{e['engine']} {e['installed_version']} is not supported" for e in installed),
                 " or ".join(f"pip install '{requirements.get(e['engine'], e['engine'])}'" for e in installed))
@@ -115,7 +115,9 @@ def _verdict(r: dict) -> tuple[bool, str, str | None]:
             + " or ".join(f"pip install '{requirements.get(e, e)}'" for e in ENGINE_GROUPS))
 
 
-def _entry_point_advice(ep: dict) -> str:
+def _entry_point_advice(engine: str, ep: dict | None) -> str:
+    if ep is None:  # an engine of a third-party adapter: no entry-point group known here
+        return f"have {engine} call attn_sched_plugin.activation.instrument({engine!r}) at start-up"
     if not ep["declared"]:
         return f"reinstall attn-sched-plugin (its {ep['group']} entry point is missing)"
     name = ep["declared"][0].split(" = ")[0]

@@ -50,6 +50,15 @@ def report(sglang: str | None = None, supported: bool = True, allow: str | None 
     return r
 
 
+def third_party_engine() -> dict:
+    """An engine served by another adapter, of which the doctor knows no entry-point group."""
+    r = report()
+    r["engines"].append({"engine": "myengine", "installed_version": "1.0", "supported": True, "reason": "",
+                         "fa3_build": "fa3_fwd"})
+    r["active"], r["verdict"], r["to_activate"] = doctor._verdict(r)
+    return r
+
+
 CASES = {
     "disabled": report(sglang="0.5.23", usable=True, disabled=True),
     "no adapters": report(adapters=()),
@@ -58,6 +67,7 @@ CASES = {
     "allow-list without us": report(sglang="0.5.23", allow="other"),
     "build unusable": report(sglang="0.5.23"),
     "active": report(sglang="0.5.23", allow="", usable=True),
+    "third-party engine": third_party_engine(),
 }
 
 
@@ -78,6 +88,7 @@ def test_engine_versions_come_from_the_extras():
     ("old engine", ["pip install 'sglang"]),
     ("allow-list without us", ["add attn_sched to SGLANG_PLUGINS (or unset it)"]),
     ("build unusable", ["Hopper GPU", "sgl_kernel is usable", "sgl-kernel, which sglang installs"]),
+    ("third-party engine", ["attn_sched_plugin.activation.instrument('myengine')"]),
 ])
 def test_an_inactive_verdict_says_what_to_do(case, advice):
     r = CASES[case]
