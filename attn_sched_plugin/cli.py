@@ -23,7 +23,8 @@ def _bench(args) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="attn-sched", description=__doc__)
+    p = argparse.ArgumentParser(prog="attn-sched", description="Check what attn-sched-plugin would do on this "
+                                "machine (doctor), or time it against FA3 alone on a Hopper GPU (bench).")
     sub = p.add_subparsers(dest="command", required=True)
     d = sub.add_parser("doctor", help="what the plugin would do here (exit 1 when it would be inactive)")
     d.add_argument("--json", action="store_true", help="machine-readable output")

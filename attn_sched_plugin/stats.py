@@ -49,7 +49,7 @@ class StatsObserver:
     def tick(self) -> None:
         """Log the summary if the interval has passed (0: only at exit)."""
         interval = switches.current().summary_interval_s
-        if interval and time.monotonic() - self._last_summary >= interval:
+        if interval > 0 and time.monotonic() - self._last_summary >= interval:  # 0: only the one at exit
             self._last_summary = time.monotonic()
             log.info("%s", summary_line())
 

@@ -44,7 +44,9 @@ def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
     except ValueError:
         value = math.nan
     if not (math.isfinite(value) and value >= 0):  # "nan" / "inf" parse as floats but are no interval
-        raise SwitchError(f"{name}={raw!r} is not valid; accepted values: a finite number of seconds >= 0 (0 = never)")
+        raise SwitchError(
+            f"{name}={raw!r} is not valid; accepted values: a finite number of seconds >= 0 (0 = only at exit)"
+        )
     return value
 
 

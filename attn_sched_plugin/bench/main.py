@@ -13,19 +13,34 @@ DEFAULT_CONTEXTS = (512, 2048, 8192)
 MAX_EXTEND_TOKENS = 8192  # extend points with more new tokens per step are skipped
 
 
+def positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1 (sizes, counts); argparse names the option in its one-line error."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not valid; accepted values: a whole number >= 1")
+    return value
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", action="append", choices=sorted(PRESETS), help="repeatable; default qwen3-32b-tp4")
     p.add_argument("--mode", action="append", choices=sorted(MODES), help="repeatable; default decode")
-    p.add_argument("--batch", type=int, nargs="+", default=list(DEFAULT_BATCHES))
-    p.add_argument("--context", type=int, nargs="+", default=list(DEFAULT_CONTEXTS))
-    p.add_argument("--replays", type=int, default=200, help="alternating replays per variant (>= 200 for results)")
+    p.add_argument("--batch", type=positive_int, nargs="+", default=list(DEFAULT_BATCHES), metavar="N",
+                   help=f"batch sizes (sequences per step); default {' '.join(map(str, DEFAULT_BATCHES))}")
+    p.add_argument("--context", type=positive_int, nargs="+", default=list(DEFAULT_CONTEXTS), metavar="TOKENS",
+                   help=f"KV lengths per sequence; default {' '.join(map(str, DEFAULT_CONTEXTS))}")
+    p.add_argument("--replays", type=positive_int, default=200,
+                   help="alternating replays per variant; default %(default)s (>= 200 for results)")
     p.add_argument("--fa3", default=None, help="FA3 build: vllm, vllm-lib:PATH or fa3_fwd (default: first found; "
                                                "ATTN_SCHED_FA3_LIB=PATH selects vllm-lib:PATH)")
-    p.add_argument("--tp", type=int, default=None,
+    p.add_argument("--tp", type=positive_int, default=None, metavar="N",
                    help="tensor-parallel degree: one process per GPU (NCCL), heads sharded N ways, all-reduce "
-                        "between layers (--tp 1 runs that layout on one GPU)")
-    p.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="directory for JSON and PNG")
-    p.add_argument("--tag", default="bench", help="file name stem of the results")
+                        "between layers (--tp 1 runs that layout on one GPU); default: no TP, one process")
+    p.add_argument("--out", type=Path, default=Path("benchmarks/results"), metavar="DIR",
+                   help="directory for the JSON and PNG results; default %(default)s")
+    p.add_argument("--tag", default="bench", help="file name stem of the results; default %(default)s")
 
 
 def grid(args) -> list[tuple]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 from core_calls import i32, kvcache_call
 
@@ -62,6 +64,22 @@ def test_summary_line_mentions_the_counters(fa):
     line = stats.summary_line()
     assert "in 2 intercepted FA3 calls" in line and "computed 1" in line and "seqused_k_layout=1" in line
     assert "0 CUDA-graph replays" in line
+
+
+@pytest.mark.parametrize("interval, periodic", [("0", 0), ("1e-9", 2)])
+def test_summary_interval_zero_logs_only_at_exit(fa, caplog, interval, periodic):
+    switches.reload(env={"ATTN_SCHED_SUMMARY_INTERVAL": interval})
+
+    def summaries() -> int:
+        return sum("FA3 calls" in m for m in caplog.messages)
+
+    with caplog.at_level(logging.INFO, logger="attn_sched_plugin"):
+        for _ in range(2):
+            fa(**kvcache_call(b=2))
+            runtime.new_step()
+        assert summaries() == periodic
+        stats._at_exit()
+    assert summaries() == periodic + 1
 
 
 def test_custom_observer_sees_each_computation_and_step_end(fa, register):

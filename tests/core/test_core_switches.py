@@ -54,7 +54,7 @@ def test_summary_interval_invalid(raw, caplog):
         s = switches.reload(env={"ATTN_SCHED_SUMMARY_INTERVAL": raw})
     assert s.summary_interval_s == 600.0
     (message,) = errors(caplog)
-    assert "ATTN_SCHED_SUMMARY_INTERVAL" in message and "seconds >= 0" in message
+    assert "ATTN_SCHED_SUMMARY_INTERVAL" in message and "seconds >= 0 (0 = only at exit)" in message
 
 
 @pytest.mark.parametrize("raw, value", [("keep-native", "keep-native"), ("replace", "replace"), (" REPLACE ", "replace"),

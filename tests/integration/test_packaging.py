@@ -1,13 +1,13 @@
 """Tried as a new user would: build the wheel and sdist from the checkout with ``python -m build``,
-install the wheel into a fresh plain venv, list the entry points there and run
-``attn-sched doctor --json``.
+run the README's install line in the unpacked sdist (a checkout's files) into a fresh plain venv,
+list the entry points there and run ``attn-sched doctor --json``.
 
-The venv gets the wheel with ``--no-deps --no-index`` (no network) and then borrows exactly the
-wheel's declared runtime dependencies (``Requires-Dist`` without extras, recursively: pluggy,
-torch and theirs) from the environment running the test, by linking those distributions into a
-directory on a ``.pth`` line. Nothing else of this environment is visible there (unlike
-``--system-site-packages``), so an undeclared import or a missing entry point fails here, while
-no multi-GB torch download is needed. Bounded to ~2 minutes by the subprocess timeouts.
+The install line runs with ``--no-deps`` added (the engine its extra names is GBs), and the venv
+then borrows exactly the wheel's declared runtime dependencies (``Requires-Dist`` without extras,
+recursively: pluggy, torch and theirs) from the environment running the test, by linking those
+distributions into a directory on a ``.pth`` line. Nothing else of this environment is visible
+there (unlike ``--system-site-packages``), so an undeclared import or a missing entry point fails
+here, while no multi-GB torch download is needed. Bounded to ~4 minutes by the subprocess timeouts.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from __future__ import annotations
 import email
 import importlib.metadata as md
 import json
+import re
+import shlex
 import subprocess
 import sys
 import tarfile
@@ -52,6 +54,14 @@ def dists(tmp_path_factory) -> dict[str, Path]:
     (wheel,) = out.glob("*.whl")
     (sdist,) = out.glob("*.tar.gz")
     return {"wheel": wheel, "sdist": sdist}
+
+
+def readme_install_args() -> list[str]:
+    """The arguments of the README's working install line (the ``pip install`` in its first bash block)."""
+    section = (ROOT / "README.md").read_text(encoding="utf-8").split("## Install and use", 1)[1]
+    block = section.split("```bash", 1)[1].split("```", 1)[0]
+    (line,) = [ln for ln in block.splitlines() if ln.startswith("pip install ")]
+    return shlex.split(line, comments=True)[2:]
 
 
 def _wheel_metadata(wheel: Path) -> email.message.Message:
@@ -100,7 +110,11 @@ def venv(dists, tmp_path_factory) -> Path:
     env_dir = base / "venv"
     _run([sys.executable, "-m", "venv", str(env_dir)], timeout=60)
     python = env_dir / "bin" / "python"
-    _run([str(python), "-m", "pip", "install", "--no-deps", "--no-index", "--quiet", str(dists["wheel"])], timeout=60)
+    with tarfile.open(dists["sdist"]) as tf:
+        tf.extractall(base / "sdist", filter="data")
+    (checkout,) = (base / "sdist").iterdir()
+    _run([str(python), "-m", "pip", "install", "--no-deps", "--quiet", *readme_install_args()], timeout=120,
+         cwd=checkout)
     borrowed = base / "borrowed"
     borrowed.mkdir()
     for dist in _runtime_closure(_wheel_metadata(dists["wheel"]).get_all("Requires-Dist") or []):
@@ -127,6 +141,14 @@ def test_wheel_and_sdist_contents(dists):
     with tarfile.open(dists["sdist"]) as tf:
         members = {Path(m).relative_to(Path(m).parts[0]).as_posix() for m in tf.getnames() if len(Path(m).parts) > 1}
     assert {"LICENSE", "README.md", "pyproject.toml", "attn_sched_plugin/__init__.py"} <= members
+
+
+def test_readme_install_line_names_this_package_and_its_extras(dists):
+    (target,) = readme_install_args()
+    source, extras = re.fullmatch(r"(.+)\[(.+)\]", target).groups()
+    assert source == "."  # the checkout: the package is not on an index yet
+    provided = _wheel_metadata(dists["wheel"]).get_all("Provides-Extra")
+    assert set(extras.split(",")) <= set(provided), (extras, provided)
 
 
 def test_entry_points_visible_in_fresh_venv(venv, tmp_path):
@@ -159,3 +181,7 @@ def test_doctor_json_in_fresh_venv(venv, dists, tmp_path):
     for engine, group in (("sglang", "sglang.srt.plugins"), ("vllm", "vllm.general_plugins")):
         assert report["entry_points"][engine]["declared"] == EXPECTED_ENTRY_POINTS[group]
     assert report["switches"]["ATTN_SCHED_DISABLE"] is False
+    # what to install comes from the installed wheel's own extras
+    extras = [r.split(";")[0].strip() for r in _wheel_metadata(dists["wheel"]).get_all("Requires-Dist")
+              if r.split(";")[-1].strip() in ('extra == "sglang"', 'extra == "vllm"')]
+    assert len(extras) == 2 and all(f"pip install '{e}'" in report["to_activate"] for e in extras), report["to_activate"]
