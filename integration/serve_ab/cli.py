@@ -184,8 +184,8 @@ def cmd_run(a: argparse.Namespace, argv: list[str]) -> int:
     state = resume(s.out, plan)
     ctx = Context.prepare(plan, s)  # bad environment or model dirs: said here, before anything starts
     s.out.mkdir(parents=True, exist_ok=True)
+    state.save(s.out)  # status works from the first second on
     if a.background:
-        state.save(s.out)
         return _background(argv, s.out)
     (s.out / PIDFILE).write_text(str(os.getpid()))
     try:

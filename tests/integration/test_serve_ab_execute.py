@@ -283,3 +283,19 @@ def test_background_plan_killed_mid_run_resumes_where_it_stopped(tmp_path, engin
     assert "3 of 4 runs to do" in done.stdout
     assert [s["env"]["ATTN_SCHED_DISABLE"] for s in servers(engine)] == ["1", "0", "0", "1", "0"]
     assert all(r["status"] == "ok" for r in state(out)["runs"].values()) and len(state(out)["runs"]) == 4
+
+
+def test_status_works_while_a_foreground_runner_is_on_its_first_run(tmp_path, engine, models_dir):
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "integration.serve_ab",
+                             *plan_args("vllm", engine, models_dir, out, "--repeats", "1", "--profile-seconds", "2")],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not (out / "current.json").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        status = serve_ab("status", "--out", str(out))
+        assert status.returncode == 0 and "2 runs: 0 ok, 0 failed, 2 to do" in status.stdout
+        assert f"runner pid {proc.pid} working: m-tp1-r1-off" in status.stdout
+    finally:
+        assert proc.wait(timeout=120) == 0
