@@ -1,32 +1,16 @@
-"""Shared helpers for the integration tests: load the A/B harness, capture a real parser's result."""
+"""Shared helpers for the integration tests: capture a real engine parser's result, build A/B plans."""
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _load_serve_ab() -> ModuleType:
-    """integration/ is not a package (users run the file directly), so load it by path."""
-    spec = importlib.util.spec_from_file_location("serve_ab", ROOT / "integration" / "serve_ab.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["serve_ab"] = module  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope="session")
-def serve_ab() -> ModuleType:
-    return _load_serve_ab()
+from integration.serve_ab import cli
 
 
 class _Parsed(BaseException):
@@ -58,6 +42,26 @@ def _capture_parse(entry: Callable[[], object], argv: list[str], monkeypatch: py
 @pytest.fixture
 def capture_parse(monkeypatch: pytest.MonkeyPatch) -> Callable[[Callable[[], object], list[str]], argparse.Namespace]:
     return lambda entry, argv: _capture_parse(entry, argv, monkeypatch)
+
+
+def _make_plan(*args: str):
+    a = cli.build_parser().parse_args(["run", *args])
+    return cli.make_plan(a), cli.make_settings(a)
+
+
+@pytest.fixture
+def plan_from():
+    """A plan and its settings from ``run`` options, as the command line builds them."""
+    return _make_plan
+
+
+@pytest.fixture
+def models_dir(tmp_path) -> Path:
+    """Model dirs as the GPU machine has them (config.json only; 4 layers)."""
+    for name in ("m", "m2"):
+        (tmp_path / "models" / name).mkdir(parents=True)
+        (tmp_path / "models" / name / "config.json").write_text(json.dumps({"num_hidden_layers": 4}))
+    return tmp_path / "models"
 
 
 def pytest_configure(config: pytest.Config) -> None:

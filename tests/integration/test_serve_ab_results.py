@@ -1,4 +1,4 @@
-"""The harness reads the engines' own result files and prints the PR #20943-style table.
+"""Results: the engines' own result files, the state a plan resumes from, and the report's tables.
 
 Sample files in data/ follow the real schemas: SGLang 0.5.23 ``sglang/benchmark/serving.py``
 (one JSON line appended per run to ``--output-file``) and vLLM 0.33.0
@@ -8,21 +8,26 @@ Sample files in data/ follow the real schemas: SGLang 0.5.23 ``sglang/benchmark/
 from __future__ import annotations
 
 import json
-import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from integration.serve_ab import results, table
+from integration.serve_ab.errors import RunError, UsageError
+
 DATA = Path(__file__).with_name("data")
+ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_sglang_jsonl_last_line_is_read(serve_ab):
-    got = serve_ab.read_bench_result("sglang", DATA / "sglang-0.5.23-bench_serving.jsonl")
+def test_sglang_jsonl_last_line_is_read():
+    got = results.read_bench_result("sglang", DATA / "sglang-0.5.23-bench_serving.jsonl")
     assert got == {"output_throughput": 131.41, "mean_tpot_ms": 7.61, "mean_itl_ms": 7.6, "mean_ttft_ms": 45.2}
 
 
-def test_vllm_json_is_read(serve_ab):
-    got = serve_ab.read_bench_result("vllm", DATA / "vllm-0.33.0-bench_serve.json")
+def test_vllm_json_is_read():
+    got = results.read_bench_result("vllm", DATA / "vllm-0.33.0-bench_serve.json")
     assert got == {"output_throughput": 133.27, "mean_tpot_ms": 7.49, "mean_itl_ms": 7.49, "mean_ttft_ms": 41.7}
 
 
@@ -39,73 +44,143 @@ def test_vllm_json_is_read(serve_ab):
                                "mean_itl_ms": 1.0, "mean_ttft_ms": 1.0}), "'output_throughput' missing or not a number"),
     ],
 )
-def test_bad_result_file_names_the_problem(serve_ab, tmp_path, engine, text, message):
+def test_bad_result_file_names_the_problem(tmp_path, engine, text, message):
     path = tmp_path / "r.json"
     path.write_text(text)
-    with pytest.raises(serve_ab.ResultError, match=message) as info:
-        serve_ab.read_bench_result(engine, path)
+    with pytest.raises(RunError, match=message) as info:
+        results.read_bench_result(engine, path)
     assert str(path) in str(info.value)
 
 
-def test_missing_result_file(serve_ab, tmp_path):
-    with pytest.raises(serve_ab.ResultError, match="cannot read"):
-        serve_ab.read_bench_result("sglang", tmp_path / "absent.jsonl")
+def test_missing_result_file():
+    with pytest.raises(RunError, match="cannot read"):
+        results.read_bench_result("sglang", Path("/nonexistent/absent.jsonl"))
 
 
-def test_gsm8k_accuracy_line(serve_ab, tmp_path):
-    # Printed by sglang/test/few_shot_gsm8k.py run_eval() (0.5.12 and 0.5.23 alike).
-    out = tmp_path / "g.txt"
-    out.write_text("Accuracy: 0.858\nInvalid: 0.000\nLatency: 21.137 s\nOutput throughput: 1055.201 token/s\n")
-    assert serve_ab.read_gsm8k_result(out) == {"accuracy": 0.858}
-    out.write_text("Latency: 1 s\n")
-    with pytest.raises(serve_ab.ResultError, match="no 'Accuracy"):
-        serve_ab.read_gsm8k_result(out)
+# ---- the noise rule and the cells ----------------------------------------------------------------
+
+def test_noise_when_ranges_overlap_only():
+    off = table.stats([100.0, 102.0, 101.0])
+    assert table.noise(off, table.stats([101.5, 103.0, 104.0])) is True   # 101.5 inside [100, 102]
+    assert table.noise(off, table.stats([102.5, 103.0, 103.5])) is False  # fully above
+    assert table.noise(off, table.stats([90.0, 99.0])) is False
+    assert table.noise(off, table.stats([105.0])) is None                 # one run: no range, no call
+    assert table.delta_cell(off, table.stats([102.5, 103.0, 103.5])) == "+2.0%"
+    assert table.delta_cell(off, table.stats([101.5, 103.0, 104.0])) == "+1.8% noise"
+    assert table.delta_cell(off, table.stats([105.0])) == "+4.0% (1 run)"
+    assert table.value_cell(off) == "101.00 (100.00-102.00)" and table.value_cell(table.stats([5.0])) == "5.00"
 
 
-def _rec(tput, tpot, itl, ttft):
-    return {"output_throughput": tput, "mean_tpot_ms": tpot, "mean_itl_ms": itl, "mean_ttft_ms": ttft}
+# ---- records, state, report ----------------------------------------------------------------------
+
+def _bench(tput, tpot=7.0):
+    return {"output_throughput": tput, "mean_tpot_ms": tpot, "mean_itl_ms": tpot, "mean_ttft_ms": 40.0}
 
 
-def test_table_uses_median_of_runs_and_signed_delta(serve_ab):
-    w = serve_ab.WORKLOADS["decode-c1"]
-    results = {
-        # off medians: 131.41 / 7.61 / 7.60 / 45.00 ; on medians: 134.83 / 7.42 / 7.40 / 45.00
-        ("off", w.name): [_rec(131.41, 7.61, 7.6, 45.0), _rec(100.0, 9.0, 9.0, 10.0), _rec(140.0, 7.0, 7.0, 50.0)],
-        ("on", w.name): [_rec(134.83, 7.42, 7.4, 45.0), _rec(200.0, 7.42, 7.4, 99.0), _rec(120.0, 8.0, 8.0, 1.0)],
+def record(run, status="ok", tput=100.0, ids=None, per_step=1.0, avoided=None, activation=None, error=None):
+    return {
+        "id": run.id, "model": run.model, "tp": 1, "variant": run.variant, "repeat": run.repeat, "status": status,
+        "error": error, "versions": {"sglang": "0.5.16"}, "cards": ["NVIDIA H200"], "server_start_s": 40.0,
+        "wall_s": 90.0, "commands": {"server": "python3 -m sglang.launch_server --model-path m", "bench": {}},
+        "greedy": {"output_ids": ids or [[1, 2, 3], [4, 5, 6]]},
+        "bench": {"decode-c1": _bench(tput)},
+        "profile": {"ranks": [{"file": "t.json.gz", "prepare": 10, "fa3_main": 40, "steps": 10.0,
+                               "prepare_per_step": per_step}]},
+        "plugin": {"lines": [], "activation": activation or {"disabled": 2},
+                   "summary": None if avoided is None else {"processes": 1, "launches_avoided": avoided,
+                                                            "passthrough": {"sglang_outside_fa_backend": 2},
+                                                            "replays": None}},
     }
-    lines = serve_ab.format_table(results, [w], 3).splitlines()
-    assert lines[0] == "| Workload | Metric | Plugin off (median of 3) | Plugin on (median of 3) | Delta |"
-    assert lines[2:] == [
-        "| BS=1 Decode-heavy (input=500, output=8K) | Output throughput (tok/s) | 131.41 | 134.83 | +2.6% |",
-        "| BS=1 Decode-heavy (input=500, output=8K) | Mean TPOT (ms) | 7.61 | 7.42 | -2.5% |",
-        "| BS=1 Decode-heavy (input=500, output=8K) | Mean ITL (ms) | 7.60 | 7.40 | -2.6% |",
-        "| BS=1 Decode-heavy (input=500, output=8K) | Mean TTFT (ms) | 45.00 | 45.00 | +0.0% |",
-    ]
 
 
-def test_report_only_end_to_end_from_engine_files(serve_ab, tmp_path, capsys):
-    """--report-only reads the per-run files the harness names and prints one table."""
-    for mode in ("off", "on"):
-        for run in (1, 2, 3):
-            for name in ("decode-c1", "prefill-c8"):
-                shutil.copy(DATA / "vllm-0.33.0-bench_serve.json", tmp_path / f"vllm-{mode}-run{run}-{name}.json")
-    # one 'on' run of prefill-c8 is faster: the median must ignore it
-    fast = json.loads((DATA / "vllm-0.33.0-bench_serve.json").read_text()) | {"output_throughput": 999.0}
-    (tmp_path / "vllm-on-run2-prefill-c8.json").write_text(json.dumps(fast))
-
-    rc = serve_ab.main(["--engine", "vllm", "--model", "m", "--workloads", "decode-c1,prefill-c8",
-                        "--result-dir", str(tmp_path), "--report-only"])
-    out = capsys.readouterr().out
-    assert rc == 0
-    rows = [line for line in out.splitlines() if line.startswith("| BS=")]
-    assert len(rows) == 8
-    assert "| BS=8 Prefill-heavy (input=8K, output=500) | Output throughput (tok/s) | 133.27 | 133.27 | +0.0% |" in rows
-    assert (tmp_path / "table.md").read_text().count("\n") == 10
+@pytest.fixture
+def sglang_plan(tmp_path, plan_from):
+    plan, _ = plan_from("--engine", "sglang", "--models", "m", "--variants", "off,on-replace,seed-baseline",
+                        "--workloads", "decode-c1", "--scale", "0.1", "--out", str(tmp_path / "o"))
+    return plan
 
 
-def test_report_only_with_a_missing_run_fails_clearly(serve_ab, tmp_path, capsys):
-    rc = serve_ab.main(["--engine", "sglang", "--model", "m", "--workloads", "decode-c1",
-                        "--result-dir", str(tmp_path), "--report-only"])
-    err = capsys.readouterr().err.strip()
-    assert rc == 1
-    assert err.startswith("serve_ab.py: failed:") and "sglang-off-run1-decode-c1.jsonl" in err
+def test_report_tables(sglang_plan):
+    runs = {r.id: r for r in sglang_plan.runs()}
+    state = results.State(sglang_plan)
+    tputs = {"off": [100.0, 101.0, 102.0], "on-replace": [105.0, 106.0, 107.0], "seed-baseline": [98.0, 99.0, 101.0]}
+    for run in runs.values():
+        v = run.variant
+        state.runs[run.id] = record(
+            run, tput=tputs[v][run.repeat - 1], per_step={"off": 1.0, "on-replace": 1.0, "seed-baseline": 4.0}[v],
+            avoided=None if v != "on-replace" else 1000 + run.repeat,
+            activation={"active": 1, "inactive": 1} if v == "on-replace" else {"disabled": 2},
+            ids=[[1, 2, 3], [4, 5, 9]] if run.id == "m-tp1-r2-on-replace" else None)
+    text = table.report(state)
+    lines = text.splitlines()
+    assert lines[0] == "# Serving A/B: sglang 0.5.16, TP1, on 1x NVIDIA H200"
+    assert "9 of 9 runs ok, 0 failed, 0 not run" in text
+    assert "Shortened from the seed PR's workloads (time limits on the GPU machine): decode-c1: output 8000 -> 800, " \
+           "prompts 4 -> 1." in text
+    assert ("| Workload | Metric | off (n=3) | on-replace (n=3) | delta on-replace | seed-baseline (n=3) "
+            "| delta seed-baseline |") in lines
+    assert ("| BS=1 Decode-heavy (input=500, output=800 of 8K) | Output throughput (tok/s) | 101.00 (100.00-102.00) "
+            "| 106.00 (105.00-107.00) | +5.0% | 99.33 (98.00-101.00) | -1.7% noise |") in lines
+    assert "| off | yes (3 runs) | 1.00 (>= 10 steps) | disabled x2 | - | - | - |" in lines
+    assert ("| on-replace | NO in 1 of 3: m-tp1-r2-on-replace: prompt 1 differs at token 2 | 1.00 (>= 10 steps) "
+            "| active x1, inactive x1 | 1001-1003 | sglang_outside_fa_backend=6 | - |") in lines
+    assert "| seed-baseline | yes (3 runs) | 4.00 (>= 10 steps) | disabled x2 | - | - | - |" in lines
+
+
+def test_report_marks_exploratory_and_failed_runs(sglang_plan):
+    state = results.State(sglang_plan)
+    first = sglang_plan.runs()[:3]  # repeat 1 of each variant
+    state.runs[first[0].id] = record(first[0], tput=100.0)
+    state.runs[first[1].id] = record(first[1], tput=110.0)
+    state.runs[first[2].id] = record(first[2], status="failed", error="server exited with status 1 before it was "
+                                                                        "healthy")
+    text = table.report(state)
+    assert "2 of 9 runs ok, 1 failed, 6 not run" in text
+    assert "off (n=1, exploratory)" in text and "seed-baseline (n=0, exploratory)" in text
+    assert "| 100.00 | 110.00 | +10.0% (1 run) | - | - |" in text
+    assert text.rstrip().endswith("- m-tp1-r1-seed-baseline: server exited with status 1 before it was healthy")
+
+
+def test_resume_does_pending_runs_only(sglang_plan, tmp_path):
+    out = tmp_path / "res"
+    out.mkdir()
+    state = results.resume(out, sglang_plan)
+    assert [r.id for r in state.pending(False)] == [r.id for r in sglang_plan.runs()]
+    runs = sglang_plan.runs()
+    state.runs[runs[0].id] = record(runs[0])
+    state.runs[runs[1].id] = record(runs[1], status="failed", error="boom")
+    state.save(out)
+    again = results.resume(out, sglang_plan)
+    assert [r.id for r in again.pending(False)] == [r.id for r in runs[2:]]
+    assert [r.id for r in again.pending(True)] == [r.id for r in runs[1:]]
+
+
+def test_resume_refuses_a_different_plan(sglang_plan, tmp_path, plan_from):
+    out = tmp_path / "res"
+    out.mkdir()
+    results.State(sglang_plan).save(out)
+    other, _ = plan_from("--engine", "sglang", "--models", "m", "--variants", "off,on-replace,seed-baseline",
+                         "--workloads", "decode-c1", "--scale", "0.2", "--out", str(out))
+    with pytest.raises(UsageError, match=r"holds a different plan \(differs in workloads\)"):
+        results.resume(out, other)
+
+
+def test_report_and_status_commands_from_the_state_file(sglang_plan, tmp_path):
+    out = tmp_path / "res"
+    out.mkdir()
+    state = results.State(sglang_plan)
+    for run in sglang_plan.runs()[:4]:
+        state.runs[run.id] = record(run)
+    state.save(out)
+    done = subprocess.run([sys.executable, "-m", "integration.serve_ab", "report", "--out", str(out / "results.json")],
+                          capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == table.report(results.State.load(out))
+    done = subprocess.run([sys.executable, "-m", "integration.serve_ab", "status", "--out", str(out)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert done.stdout.splitlines()[:2] == [f"{out}: sglang TP1, 9 runs: 4 ok, 0 failed, 5 to do",
+                                            "no runner working on it; continue with the same "
+                                            "`python3 -m integration.serve_ab run ...`"]
+    done = subprocess.run([sys.executable, "-m", "integration.serve_ab", "report", "--out", str(tmp_path)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert done.returncode == 2 and "not a results file of this runner" in done.stderr

@@ -1,7 +1,9 @@
-"""The harness's vLLM commands, parsed by vLLM's own command line (nothing is started).
+"""The runner's vLLM side against the real vllm package (nothing is started).
 
-Both ``vllm serve`` and ``vllm bench serve`` go through ``vllm.entrypoints.cli.main.main``, the
-function behind the ``vllm`` console script; parsing stops it before any subcommand runs.
+``vllm serve`` and ``vllm bench serve`` go through ``vllm.entrypoints.cli.main.main`` (the runner
+calls it as ``python3 -m vllm.entrypoints.cli.main``); parsing stops it before any subcommand runs.
+The profiler config is validated by vLLM's own ProfilerConfig, the greedy body by its
+CompletionRequest.
 """
 
 from __future__ import annotations
@@ -14,15 +16,16 @@ pytest.importorskip("vllm")
 
 from vllm.entrypoints.cli.main import main as vllm_main
 
+from integration.serve_ab import commands, greedy, results
+
 pytestmark = pytest.mark.vllm
 
 
-@pytest.fixture(scope="module")
-def steps(serve_ab):
-    args = serve_ab.build_parser().parse_args(
-        ["--engine", "vllm", "--model", "Qwen/Qwen3-32B", "--tp", "2", "--runs", "1",
-         "--extra-server-args", "--max-model-len 16384 --gpu-memory-utilization 0.85"])
-    return serve_ab.plan(serve_ab.options(args))
+@pytest.fixture
+def plan(plan_from, tmp_path):
+    return plan_from("--engine", "vllm", "--models", "qwen3-32b", "--tp", "2", "--repeats", "1",
+                     "--extra-server-args", "--max-model-len 16384 --gpu-memory-utilization 0.85",
+                     "--out", str(tmp_path))
 
 
 def _version_from_module_if_unregistered(monkeypatch) -> None:
@@ -54,31 +57,40 @@ def parse(capture_parse, monkeypatch):
 
         monkeypatch.setattr(platforms, "current_platform", CpuPlatform())
     _version_from_module_if_unregistered(monkeypatch)
-    return lambda argv: capture_parse(vllm_main, argv)
+    return lambda argv: capture_parse(vllm_main, ["vllm", *argv[len(commands.VLLM_CLI):]])
 
 
-def test_server_command_parses(steps, parse):
-    servers = [s for s in steps if s.kind == "server"]
-    assert [s.env for s in servers] == [{"ATTN_SCHED_DISABLE": "1"}, {"ATTN_SCHED_DISABLE": "0"}]
-    for step in servers:
-        ns = parse(step.argv)
-        assert ns.subparser == "serve"
-        assert (ns.model_tag, ns.tensor_parallel_size, ns.host, ns.port) == ("Qwen/Qwen3-32B", 2, "127.0.0.1", 8000)
-        assert (ns.max_model_len, ns.gpu_memory_utilization) == (16384, 0.85)
+def test_server_command_parses_with_the_profiler_on(plan, parse, tmp_path):
+    import vllm.config
+
+    if not hasattr(vllm.config, "ProfilerConfig"):
+        pytest.skip(f"vLLM {vllm.__version__} has no --profiler-config, which the runner's profile window needs")
+    plan, s = plan
+    argv = commands.server_argv("vllm", s.models_dir / "qwen3-32b", plan.tp, s.port, plan.server_flags["qwen3-32b"],
+                                tmp_path / "traces")
+    ns = parse(argv)
+    assert ns.subparser == "serve"
+    assert (ns.model_tag, ns.tensor_parallel_size, ns.host, ns.port) == ("/tmp/models/qwen3-32b", 2, "127.0.0.1", 8000)
+    assert (ns.load_format, ns.max_model_len, ns.gpu_memory_utilization) == ("dummy", 16384, 0.85)
+    prof = ns.profiler_config
+    assert (prof.profiler, prof.torch_profiler_dir) == ("torch", str((tmp_path / "traces").resolve()))
+    assert (prof.torch_profiler_with_stack, prof.torch_profiler_dump_cuda_time_total, prof.ignore_frontend) == (
+        False, False, True)
+    assert (prof.delay_iterations, prof.max_iterations) == (0, 0)  # records from /start_profile to /stop_profile
 
 
-def test_bench_commands_parse_to_the_pr_workloads(serve_ab, steps, parse):
-    benches = [s for s in steps if s.kind == "bench"]
-    assert len(benches) == 2 * len(serve_ab.WORKLOADS)
-    for step in benches:
-        ns = parse(step.argv)
-        w = step.workload
+def test_bench_commands_parse_to_the_workloads(plan, parse, tmp_path):
+    plan, s = plan
+    for w in plan.workloads:
+        result = tmp_path / f"bench-{w.name}.json"
+        ns = parse(commands.bench_argv("vllm", s.models_dir / "qwen3-32b", s.port, w, result))
         assert (ns.subparser, ns.bench_type) == ("bench", "serve")
-        assert (ns.backend, ns.host, ns.port, ns.model) == ("vllm", "127.0.0.1", 8000, "Qwen/Qwen3-32B")
-        assert ns.dataset_name == "random"
-        assert (ns.random_input_len, ns.random_output_len, ns.max_concurrency) == (w.input_len, w.output_len, w.concurrency)
+        assert (ns.backend, ns.host, ns.port, ns.model) == ("vllm", "127.0.0.1", 8000, "/tmp/models/qwen3-32b")
+        assert (ns.dataset_name, ns.seed) == ("random", w.seed)
+        assert (ns.random_input_len, ns.random_output_len, ns.max_concurrency, ns.num_prompts) == (
+            w.input_len, w.output_len, w.concurrency, w.num_prompts)
         assert (ns.save_result, ns.ignore_eos, ns.temperature) == (True, True, 0.0)
-        assert f"{ns.result_dir}/{ns.result_filename}" == str(step.result)
+        assert f"{ns.result_dir}/{ns.result_filename}" == str(result)
 
 
 class _Tokenizer:
@@ -97,23 +109,38 @@ class _Tokenizer:
         return [int(t) for t in text.split()]
 
 
-def test_random_lengths_are_exact(steps, parse):
-    """vLLM's own sampler, fed the parsed command, gives every request the workload's lengths.
+def test_random_lengths_are_exact(plan_from, parse, tmp_path):
+    """vLLM's own sampler, fed the parsed command, gives every request the shortened lengths.
 
-    vLLM draws lengths from [len * (1 - r), len * (1 + r)] with r in [0, 1), so the harness
+    vLLM draws lengths from [len * (1 - r), len * (1 + r)] with r in [0, 1), so the runner
     passes r = 0.0 where SGLang (range [len * r, len]) takes 1.0; 1.0 would raise here.
     """
     from vllm.benchmarks.datasets import get_samples
 
-    step = next(s for s in steps if s.kind == "bench" and s.workload.name == "prefill-c8")
-    rows = get_samples(parse(step.argv), _Tokenizer())
-    assert len(rows) == 32
-    assert {(r.prompt_len, r.expected_output_len) for r in rows} == {(8000, 500)}
+    plan, s = plan_from("--engine", "vllm", "--models", "m", "--workloads", "prefill-c8", "--scale", "0.1",
+                        "--out", str(tmp_path))
+    rows = get_samples(parse(commands.bench_argv("vllm", s.models_dir / "m", s.port, plan.workloads[0],
+                                                 tmp_path / "r.json")), _Tokenizer())
+    assert len(rows) == 8
+    assert {(r.prompt_len, r.expected_output_len) for r in rows} == {(8000, 50)}
 
 
-def test_result_fields_are_the_ones_vllm_writes(serve_ab):
+def test_result_fields_are_the_ones_vllm_writes():
     """vLLM's result JSON copies these from BenchmarkMetrics (mean_*_ms via process_one_metric)."""
     from vllm.benchmarks.serve import BenchmarkMetrics
 
     names = {f.name for f in dataclasses.fields(BenchmarkMetrics)}
-    assert {key for key, _ in serve_ab.METRICS} | {"completed"} <= names
+    assert {key for key, _ in results.METRICS} | {"completed"} <= names
+
+
+def test_greedy_body_is_a_greedy_completion_request_returning_ids():
+    try:
+        from vllm.entrypoints.openai.completion.protocol import CompletionRequest, CompletionResponseChoice
+    except ImportError:  # before the per-endpoint split of the OpenAI protocol module
+        from vllm.entrypoints.openai.protocol import CompletionRequest, CompletionResponseChoice
+
+    body = greedy.request_body("vllm", "/tmp/models/m", [7, 8, 9], 32)
+    req = CompletionRequest.model_validate(body)  # extra keys would be kept as extras, so check the values
+    assert (req.prompt, req.max_tokens, req.temperature, req.ignore_eos, req.return_token_ids, req.stream) == (
+        [7, 8, 9], 32, 0, True, True, False)
+    assert "token_ids" in CompletionResponseChoice.model_fields

@@ -1,0 +1,191 @@
+"""Executing a plan: one run = one fresh server through its phases; every record written at once.
+
+Phases of a run: server start (until /health), greedy ids (also warms the server), the benchmark
+client per workload, the profile window, server stop (the whole process group, always). A failure
+in any phase ends that run as "failed" with the error and the server log's tail; the plan goes on
+unless ``stop_on_error``. An interrupted run leaves no record, so it is run again on resume.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import commands, environment, greedy, pluginlog, profiling, seed_baseline, server, trace, variants
+from .errors import RunError
+from .plan import Plan, Run
+from .results import STATE, TABLE, State, read_bench_result, write_json
+from .table import report
+
+CURRENT = "current.json"
+LOG_TAIL = 40
+
+
+@dataclass
+class Settings:
+    out: Path
+    models_dir: Path
+    env_sh: Path | None
+    port: int
+    server_timeout: float
+    bench_timeout: float
+    stop_on_error: bool
+    retry_failed: bool
+
+
+@dataclass
+class Context:
+    """What one invocation learns once: the engine environment, versions, cards, model depths."""
+
+    env: dict[str, str]
+    versions: dict
+    cards: list[str]
+    seed_dist: Path | None
+    layers: dict[str, int]
+
+    @classmethod
+    def prepare(cls, plan: Plan, s: Settings) -> "Context":
+        """Everything checked, nothing written: bad input surfaces before a plan starts."""
+        env = environment.capture(s.env_sh)
+        variants.allowed_plugins(plan.engine, env)
+        layers = {m: environment.model_layers(s.models_dir / m) for m in plan.models}
+        seed_dist = s.out / "seed-baseline-dist" if "seed-baseline" in plan.variants else None
+        return cls({**env, "PYTHONUNBUFFERED": "1"}, environment.versions(env), environment.cards(), seed_dist, layers)
+
+
+class _Interrupted(KeyboardInterrupt):
+    """SIGTERM / SIGHUP: unwind so the server is stopped; the run stays unrecorded."""
+
+
+def _interrupt(signum, frame):
+    raise _Interrupted(signal.Signals(signum).name)
+
+
+def _phase(out: Path, run: Run, name: str) -> None:
+    write_json(out / CURRENT, {"run": run.id, "phase": name, "since": time.time()})
+    print(f"[serve_ab] {run.id}: {name}", flush=True)
+
+
+def _client(argv: list[str], env: dict[str, str], log: Path, timeout: float, what: str) -> None:
+    with open(log, "wb") as sink:
+        try:
+            done = subprocess.run(argv, env=env, stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                  timeout=timeout, check=False)
+        except subprocess.TimeoutExpired as exc:
+            raise RunError(f"{what}: no result after {timeout:.0f} s (killed); see {log}") from exc
+    if done.returncode != 0:
+        tail = " | ".join(log.read_text(errors="replace").strip().splitlines()[-3:])
+        raise RunError(f"{what} exited with status {done.returncode}: {tail}")
+
+
+def _profile(plan: Plan, run: Run, s: Settings, ctx: Context, model_path: Path, trace_dir: Path) -> dict:
+    window = profiling.record(plan.engine, s.port, str(model_path), trace_dir, plan.profile_seconds,
+                              plan.profile_tokens)
+    layers = ctx.layers[run.model]
+    ranks = []
+    for f in window["files"]:
+        counts = trace.count(f)
+        ranks.append({**counts, **trace.per_step(counts, layers)})
+    return {"layers": layers, "seconds": plan.profile_seconds, "requests": profiling.REQUESTS,
+            "request_ended_inside": window["request_ended_inside"], "ranks": ranks}
+
+
+def execute(plan: Plan, run: Run, s: Settings, ctx: Context) -> dict:
+    """One run, start to stop; its record (status "ok" or "failed")."""
+    run_dir = s.out / "runs" / run.id
+    shutil.rmtree(run_dir, ignore_errors=True)  # what an interrupted attempt left
+    run_dir.mkdir(parents=True)
+    model_path = s.models_dir / run.model
+    trace_dir = run_dir / "traces"
+    own_env = variants.environment(plan.engine, run.variant, ctx.env, ctx.seed_dist)
+    argv = commands.server_argv(plan.engine, model_path, plan.tp, s.port, plan.server_flags[run.model], trace_dir)
+    rec = {"id": run.id, "model": run.model, "tp": plan.tp, "variant": run.variant, "repeat": run.repeat,
+           "status": "failed", "error": None, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+           "versions": ctx.versions, "cards": ctx.cards, "engine_env": str(s.env_sh or "this environment"),
+           "env": own_env,
+           "commands": {"server": commands.shell(own_env, argv), "bench": {}}, "server_start_s": None,
+           "greedy": None, "bench": {}, "profile": None, "plugin": None}
+    log = run_dir / "server.log"
+    t0 = time.monotonic()
+    proc = None
+    try:
+        _phase(s.out, run, "server start")
+        proc = server.start(argv, {**ctx.env, **own_env}, log, s.port)
+        rec["server_start_s"] = round(server.wait_healthy(s.port, proc, s.server_timeout), 1)
+        _phase(s.out, run, "greedy ids")
+        rec["greedy"] = {"max_new_tokens": plan.greedy_tokens, "prompt_lengths": list(greedy.PROMPT_LENGTHS),
+                         "output_ids": greedy.collect(plan.engine, s.port, str(model_path), plan.greedy_tokens)}
+        for w in plan.workloads:
+            _phase(s.out, run, f"bench {w.name}")
+            result = commands.result_file(plan.engine, run_dir, w)
+            bench = commands.bench_argv(plan.engine, model_path, s.port, w, result)
+            rec["commands"]["bench"][w.name] = commands.shell({}, bench)
+            _client(bench, ctx.env, run_dir / f"bench-{w.name}.log", s.bench_timeout, f"benchmark {w.name}")
+            rec["bench"][w.name] = read_bench_result(plan.engine, result)
+        _phase(s.out, run, "profile window")
+        rec["profile"] = _profile(plan, run, s, ctx, model_path, trace_dir)
+        rec["status"] = "ok"
+    except RunError as exc:
+        rec["error"] = str(exc)
+    except Exception as exc:  # a runner bug must not take the rest of the plan with it
+        rec["error"] = f"{type(exc).__name__}: {exc}"
+        rec["traceback"] = traceback.format_exc().splitlines()[-12:]
+    finally:
+        if proc is not None:
+            _phase(s.out, run, "server stop")
+            server.stop(proc)
+        text = log.read_text(errors="replace") if log.exists() else ""
+        lines = pluginlog.extract(text)
+        rec["plugin"] = {"lines": lines, **pluginlog.digest(lines)}
+        if rec["status"] != "ok":
+            rec["log_tail"] = text.splitlines()[-LOG_TAIL:]
+        rec["wall_s"] = round(time.monotonic() - t0, 1)
+    return rec
+
+
+def save(out: Path, state: State, rec: dict) -> None:
+    """The run's own record, then the combined state and the table: all a resumed plan and a report need."""
+    write_json(out / "runs" / f"{rec['id']}.json", rec)
+    state.runs[rec["id"]] = rec
+    state.save(out)
+    (out / (TABLE + ".tmp")).write_text(report(state), encoding="utf-8")
+    (out / (TABLE + ".tmp")).replace(out / TABLE)
+
+
+def run_plan(state: State, s: Settings, ctx: Context) -> int:
+    """Every pending run in order; 0 when the whole plan is ok, 1 otherwise."""
+    plan = state.plan
+    todo = state.pending(s.retry_failed)
+    if ctx.seed_dist is not None:
+        seed_baseline.write_dist(ctx.seed_dist)
+    print(f"[serve_ab] {len(todo)} of {len(plan.runs())} runs to do; state in {s.out / STATE}; "
+          f"{plan.engine} {ctx.versions.get(plan.engine)} on {', '.join(ctx.cards)}", flush=True)
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        for i, run in enumerate(todo, 1):
+            rec = execute(plan, run, s, ctx)
+            save(s.out, state, rec)
+            print(f"[serve_ab] {i}/{len(todo)} {run.id}: {rec['status']} in {rec['wall_s']:.0f} s"
+                  + (f": {rec['error']}" if rec["error"] else ""), flush=True)
+            if rec["status"] != "ok" and s.stop_on_error:
+                print("[serve_ab] stopping: --stop-on-error", flush=True)
+                break
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        (s.out / CURRENT).unlink(missing_ok=True)
+    runs = plan.runs()
+    return 0 if all(state.runs.get(r.id, {}).get("status") == "ok" for r in runs) else 1
+
+
+def load_current(out: Path) -> dict | None:
+    try:
+        return json.loads((out / CURRENT).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None

@@ -1,0 +1,75 @@
+"""The variants a plan compares, per engine, as the environment each variant's server starts with.
+
+Only the server environment differs between variants; commands, seeds and prompts are the same.
+``off`` is the reference every other variant's delta is taken against.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from . import seed_baseline_plugin
+from .errors import UsageError
+
+OFF = "off"
+# variant -> what it means, for the report's legend
+DESCRIPTIONS = {
+    "sglang": {
+        OFF: "plugin off (ATTN_SCHED_DISABLE=1): SGLang's own decode precompute (the seed PR) in place",
+        "on-replace": "plugin on, ATTN_SCHED_SGLANG_MODE=replace: SGLang's precompute off, the plugin's in-step "
+                      "metadata serves every FA3 call",
+        "on-keep-native": "plugin on, ATTN_SCHED_SGLANG_MODE=keep-native: SGLang's precompute kept for plain decode",
+        "seed-baseline": "plugin off and SGLang's precompute replaced by a no-op (test-only SGLang plugin): "
+                         "the seed PR's baseline, per-layer prepare_varlen_num_blocks",
+    },
+    "vllm": {
+        OFF: "plugin off (ATTN_SCHED_DISABLE=1)",
+        "on": "plugin on (ATTN_SCHED_DISABLE=0)",
+    },
+}
+ALLOW_LIST = {"sglang": "SGLANG_PLUGINS", "vllm": "VLLM_PLUGINS"}
+PLUGIN = "attn_sched"
+# every server, every variant: periodic summaries (at-exit lines are not relied upon)
+COMMON = {"ATTN_SCHED_SUMMARY_INTERVAL": "5"}
+_OWN = {
+    OFF: {"ATTN_SCHED_DISABLE": "1"},
+    "on": {"ATTN_SCHED_DISABLE": "0"},
+    "on-replace": {"ATTN_SCHED_DISABLE": "0", "ATTN_SCHED_SGLANG_MODE": "replace"},
+    "on-keep-native": {"ATTN_SCHED_DISABLE": "0", "ATTN_SCHED_SGLANG_MODE": "keep-native"},
+    "seed-baseline": {"ATTN_SCHED_DISABLE": "1"},
+}
+
+
+def check(engine: str, names: list[str]) -> list[str]:
+    accepted = DESCRIPTIONS[engine]
+    unknown = [n for n in names if n not in accepted]
+    if unknown or not names:
+        raise UsageError(f"--variants: {', '.join(map(repr, unknown)) or 'empty list'} not a {engine} variant; "
+                         f"accepted: a comma list of {', '.join(accepted)}")
+    if OFF not in names:
+        raise UsageError(f"--variants must include {OFF!r}: every delta is taken against it")
+    return list(dict.fromkeys(names))
+
+
+def allowed_plugins(engine: str, inherited: dict[str, str]) -> list[str]:
+    """The engine's plugin allow-list as the servers inherit it; refused if it shuts us out."""
+    var = ALLOW_LIST[engine]
+    names = [n.strip() for n in inherited.get(var, "").split(",") if n.strip()]
+    if names and PLUGIN not in names:
+        raise UsageError(f"{var}={inherited[var]!r} excludes {PLUGIN}, so 'plugin on' would be off; "
+                         f"accepted: unset {var} or include {PLUGIN} in it")
+    return names
+
+
+def environment(engine: str, variant: str, inherited: dict[str, str], seed_dist: Path | None) -> dict[str, str]:
+    """What the variant's server gets on top of the engine environment."""
+    env = {**COMMON, **_OWN[variant]}
+    if engine == "sglang":
+        # the loaded plugin set is named explicitly so variants differ by the baseline plugin alone
+        names = allowed_plugins(engine, inherited) or [PLUGIN]
+        if variant == "seed-baseline":
+            assert seed_dist is not None
+            names = names + [seed_baseline_plugin.NAME]
+            env["PYTHONPATH"] = ":".join(p for p in (inherited.get("PYTHONPATH", ""), str(seed_dist)) if p)
+        env[ALLOW_LIST[engine]] = ",".join(names)
+    return env
