@@ -120,3 +120,13 @@ class Step:
         """Distinct (window) schedules per step: what the plugin should compute."""
         return len({self.preset.window_of(i) for i in range(self.preset.layers)})
 
+
+
+def eager_step(step: Step, variant: str) -> Callable[[], None]:
+    """One eager step of ``variant``, with the engine's host precompute where it has one."""
+    def run():
+        if variant == "engine":
+            step.engine_precompute()
+        step.run(variant, captured=False)
+
+    return run

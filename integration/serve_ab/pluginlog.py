@@ -1,9 +1,11 @@
-"""The plugin's own lines from a server log, from every process, read tolerantly.
+"""The plugin's own lines from a server log, from every process.
 
-Kept raw (the summary line's wording changes), then read with loose patterns: the number after
-"prepare launches avoided", the ``reason=N`` items after "passed through:", any graph-replay count.
-A process is told apart by the engine's log prefix (vLLM ``(Worker_TP1 pid=7)``, SGLang ``TP1``).
-The latest summary of each process holds its totals.
+Kept raw, then read: activation lines by kind, and the summary line of ``stats.summary_line()``
+(total prepare launches avoided; those in CUDA-graph replays with the replay and graph counts;
+those in intercepted calls; pass-throughs by reason). A process is told apart by the engine's log
+prefix (vLLM ``(Worker_TP1 pid=7)``, SGLang ``TP1``). The latest summary of each process holds its
+totals. ``tests/integration/test_serve_ab_pluginlog.py`` reads lines the real ``summary_line()``
+writes, so a change of the format fails there.
 """
 
 from __future__ import annotations
@@ -18,11 +20,12 @@ _ACTIVATION = {"active": "attn-sched: active for", "inactive": "attn-sched: inac
                "disabled": "attn-sched: disabled by", "seed-baseline": "attn-sched-seed-baseline:"}
 _SOURCE = (re.compile(r"\(([A-Za-z_][\w-]*(?: pid=\d+)?)\)"), re.compile(r"\b(TP\s?\d+)\b"),
            re.compile(r"\b(pid[= ]\d+)\b"))
-_AVOIDED = re.compile(r"prepare launches avoided\D{0,3}(\d+)")
-_CALLS = re.compile(r"(\d+) FA3 calls")
+_SUMMARY = re.compile(r"prepare launches avoided (\d+): (\d+) in (\d+) CUDA-graph replays \((\d+) graphs captured\), "
+                      r"(\d+) in (\d+) intercepted FA3 calls")
 _PASSED = re.compile(r"passed through:\s*([^;]*)")
-_REASON = re.compile(r"([\w./-]+)\s*[=:]\s*(\d+)")
-_REPLAYS = re.compile(r"(?:graph[ _-]?)?replays?\D{0,3}(\d+)|(\d+) (?:graph )?replays?", re.IGNORECASE)
+_REASON = re.compile(r"([\w./-]+)=(\d+)")
+# summed over processes in ``digest``
+_COUNTS = ("launches_avoided", "graph_launches_avoided", "replays", "graphs", "calls")
 
 
 def extract(log_text: str) -> list[str]:
@@ -47,15 +50,14 @@ def source(line: str) -> str:
 
 def parse_summary(message: str) -> dict | None:
     """The counters of one summary line; None if the line is no summary."""
-    avoided = _AVOIDED.search(message)
-    if avoided is None:
+    m = _SUMMARY.search(message)
+    if m is None:
         return None
-    calls = _CALLS.search(message)
+    total, graph, replays, graphs, _intercepted, calls = (int(g) for g in m.groups())
     passed = _PASSED.search(message)
     reasons = {r: int(n) for r, n in _REASON.findall(passed.group(1))} if passed else {}
-    replays = [int(a or b) for a, b in _REPLAYS.findall(message)]
-    return {"launches_avoided": int(avoided.group(1)), "calls": int(calls.group(1)) if calls else None,
-            "passthrough": reasons, "replays": sum(replays) if replays else None}
+    return {"launches_avoided": total, "graph_launches_avoided": graph, "replays": replays, "graphs": graphs,
+            "calls": calls, "passthrough": reasons}
 
 
 def digest(lines: list[str]) -> dict:
@@ -75,7 +77,6 @@ def digest(lines: list[str]) -> dict:
         passthrough: Counter = Counter()
         for s in latest.values():
             passthrough.update(s["passthrough"])
-        replays = [s["replays"] for s in latest.values() if s["replays"] is not None]
-        totals = {"processes": len(latest), "launches_avoided": sum(s["launches_avoided"] for s in latest.values()),
-                  "passthrough": dict(passthrough), "replays": sum(replays) if replays else None}
+        totals = {"processes": len(latest), **{n: sum(s[n] for s in latest.values()) for n in _COUNTS},
+                  "passthrough": dict(passthrough)}
     return {"activation": dict(activation), "summary": totals}

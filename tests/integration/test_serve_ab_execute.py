@@ -46,8 +46,9 @@ SERVER = textwrap.dedent("""
     log = "attn-sched: disabled by ATTN_SCHED_DISABLE" if disabled else "attn-sched: active for x with FA3 build y"
     print(f"[2026-11-27 10:00:00 TP0] {log}", file=sys.stderr, flush=True)
     if not disabled:
-        print("[2026-11-27 10:00:05 TP0] attn-sched: 40 FA3 calls in 10 steps; metadata computed 10, injected 40, "
-              "prepare launches avoided 30; passed through: none", file=sys.stderr, flush=True)
+        print("[2026-11-27 10:00:05 TP0] attn-sched: prepare launches avoided 30: 0 in 0 CUDA-graph replays (0 graphs "
+              "captured), 30 in 40 intercepted FA3 calls (10 steps; metadata computed 10, injected 40); passed "
+              "through: none", file=sys.stderr, flush=True)
     differ = os.path.exists(os.path.join(tmp, f"differ-{variant}"))
     state = {}
 

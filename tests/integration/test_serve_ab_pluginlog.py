@@ -1,7 +1,7 @@
-"""The plugin's lines in server logs: every process told apart, summaries read tolerantly.
+"""The plugin's lines in server logs: every process told apart, summaries read.
 
-Summary lines come from the plugin's own ``stats.summary_line()`` (so a format change there is
-tested here too), plus a hand-written future format with graph replays and other punctuation.
+Summary lines come from the plugin's own ``stats.summary_line()``, so a format change there is
+tested here too.
 """
 
 from __future__ import annotations
@@ -31,20 +31,15 @@ def tally(calls, injected, computed, **passthrough):
     return StepTally(step=1, calls=calls, injected=injected, computed=computed, passthrough=Counter(passthrough))
 
 
-def test_real_summary_line_is_read(summary):
+def test_real_summary_line_is_read(summary, monkeypatch):
+    from attn_sched_plugin import graphs
+
+    monkeypatch.setattr(graphs, "totals", lambda: {"graphs": 3, "replays": 70, "launches_avoided": 4410})
     line = summary(tally(66, 64, 1, sglang_outside_fa_backend=2), tally(64, 64, 1))
     got = pluginlog.parse_summary(line)
-    assert got == {"launches_avoided": 126, "calls": 130, "passthrough": {"sglang_outside_fa_backend": 2},
-                   "replays": None}
+    assert got == {"launches_avoided": 126 + 4410, "graph_launches_avoided": 4410, "replays": 70, "graphs": 3,
+                   "calls": 130, "passthrough": {"sglang_outside_fa_backend": 2}}
     assert pluginlog.parse_summary(summary())["passthrough"] == {}  # "passed through: none"
-
-
-def test_future_wording_with_replays_is_read():
-    line = ("attn-sched: 5000 FA3 calls in 80 steps (graph replays: 70); metadata computed 80, injected 4950, "
-            "prepare launches avoided: 4870; passed through: pack_gqa_false = 30, sglang_outside_fa_backend=20; "
-            "sglang: native_mismatch=0")
-    assert pluginlog.parse_summary(line) == {"launches_avoided": 4870, "calls": 5000, "replays": 70,
-                                             "passthrough": {"pack_gqa_false": 30, "sglang_outside_fa_backend": 20}}
     assert pluginlog.parse_summary("attn-sched: active for vllm 0.26.0 with FA3 build vllm") is None
 
 
@@ -65,7 +60,8 @@ def test_sglang_log_every_process_latest_summary(summary):
     assert [pluginlog.source(line) for line in lines] == ["main", "TP0", "TP1", "TP0", "TP1", "TP0"]
     got = pluginlog.digest(lines)
     assert got["activation"] == {"inactive": 1, "active": 2}
-    assert got["summary"] == {"processes": 2, "launches_avoided": 126 + 63, "passthrough": {}, "replays": None}
+    assert got["summary"] == {"processes": 2, "launches_avoided": 126 + 63, "graph_launches_avoided": 0,
+                              "replays": 0, "graphs": 0, "calls": 128 + 64, "passthrough": {}}
 
 
 def test_vllm_log_and_seed_baseline_lines():
@@ -75,8 +71,8 @@ def test_vllm_log_and_seed_baseline_lines():
         "(EngineCore_DP0 pid=11) 2026-11-27 10:00:01,002 INFO attn-sched: disabled by ATTN_SCHED_DISABLE; vllm left "
         "untouched",
         "(Worker_TP0 pid=12) attn-sched-seed-baseline: pid 12: REPLACE hook registered on x (returns None)",
-        "(Worker_TP1 pid=13) attn-sched: 10 FA3 calls in 1 steps; prepare launches avoided 9; passed through: none",
-        "(Worker_TP0 pid=12) attn-sched: 10 FA3 calls in 1 steps; prepare launches avoided 8; passed through: a=1",
+        f"(Worker_TP1 pid=13) {_line(9, 0, 0, 0, 9, 10, 'none')}",
+        f"(Worker_TP0 pid=12) {_line(8 + 640, 640, 10, 1, 8, 10, 'a=1')}",
     ])
     lines = pluginlog.extract(log)
     assert [pluginlog.source(line) for line in lines] == ["APIServer pid=10", "EngineCore_DP0 pid=11",
@@ -84,7 +80,14 @@ def test_vllm_log_and_seed_baseline_lines():
                                                           "Worker_TP0 pid=12"]
     got = pluginlog.digest(lines)
     assert got["activation"] == {"disabled": 2, "seed-baseline": 1}
-    assert got["summary"] == {"processes": 2, "launches_avoided": 17, "passthrough": {"a": 1}, "replays": None}
+    assert got["summary"] == {"processes": 2, "launches_avoided": 17 + 640, "graph_launches_avoided": 640,
+                              "replays": 10, "graphs": 1, "calls": 20, "passthrough": {"a": 1}}
+
+
+def _line(total, graph, replays, graphs, intercepted, calls, passed) -> str:
+    return (f"attn-sched: prepare launches avoided {total}: {graph} in {replays} CUDA-graph replays ({graphs} graphs "
+            f"captured), {intercepted} in {calls} intercepted FA3 calls (1 steps; metadata computed 1, injected "
+            f"{calls}); passed through: {passed}")
 
 
 def test_no_plugin_lines():
