@@ -2,7 +2,7 @@
 # On the GPU machine (no network), from the repository root:
 #     bash integration/engines/install.sh NAME [DIR]
 # NAME is <engine>-<version> (e.g. vllm-0.26.0); DIR holds its parts, SHA256SUMS and manifest.json as
-# built by integration/engines/build.py (default .engines/NAME, or e.g. /tmp/parts/NAME when the parts
+# built by integration/engines/build_parts.py (default .engines/NAME, or e.g. /tmp/parts/NAME when the parts
 # arrived over several calls). It checks the parts, unpacks them to $ENGINES_ROOT/NAME/site (default
 # /tmp/engines), writes $ENGINES_ROOT/NAME/env.sh and installs this checkout's plugin into the same site
 # as a wheel. A second run with the same parts skips the unpack (and needs only SHA256SUMS, or nothing,
@@ -27,7 +27,7 @@ unpack() {
   [ -f "$DIR/manifest.json" ] || fail "no manifest.json in $DIR: carry it with the parts"
   local built missing=() parts=() sum file
   built=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["name"])' "$DIR/manifest.json") \
-    || fail "$DIR/manifest.json is not a build.py manifest"
+    || fail "$DIR/manifest.json is not a build_parts.py manifest"
   [ "$built" = "$NAME" ] || fail "the parts in $DIR are $built, not $NAME"
   while read -r sum file; do
     parts+=("$file"); [ -f "$DIR/$file" ] || missing+=("$file")
@@ -53,7 +53,7 @@ if [ -f "$DIR/SHA256SUMS" ]; then
 elif [ -d "$SITE" ] && [ -f "$ENGINE/unpacked" ]; then
   echo "$NAME: no parts in $DIR; keeping the site unpacked earlier in $SITE"
 else
-  fail "no SHA256SUMS in $DIR: expected the parts of $NAME built by integration/engines/build.py"
+  fail "no SHA256SUMS in $DIR: expected the parts of $NAME built by integration/engines/build_parts.py"
 fi
 cp "$REPO/integration/engines/env.sh" "$ENGINE/env.sh"
 

@@ -65,11 +65,11 @@ def distributions(site: Path) -> dict[str, str]:
     return found
 
 
-def pack(site: Path, out: Path, name: str, trims: list[str], archive: Path) -> dict:
+def pack(site: Path, out: Path, name: str, trims: list[str], archive: Path, limit: int = PART_LIMIT) -> dict:
     """Write the parts, SHA256SUMS and manifest.json of ``site`` into ``out``; return the manifest."""
     out.mkdir(parents=True, exist_ok=True)
     compress(site, archive)
-    parts = split(archive, out)
+    parts = split(archive, out, limit)
     sums = {p.name: sha256(p) for p in parts}
     (out / "SHA256SUMS").write_text("".join(f"{digest}  {part}\n" for part, digest in sums.items()))
     files = [p for p in site.rglob("*") if p.is_file() and not p.is_symlink()]

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Build, on a machine with network, the transfer parts of one engine for the offline GPU machine.
 
-    python3 integration/engines/build.py vllm-0.26.0 [--out .engines] [--work DIR]
+    python3 integration/engines/build_parts.py vllm-0.26.0 [--out .engines] [--work DIR]
 
 Why: the GPU machine has torch 2.11 but no network, and each call carries at most 64 MiB. This
 installs the wheels pinned in ``requirements/<engine>-<version>.txt`` (exactly what the machine
@@ -36,7 +36,7 @@ def parse_name(name: str) -> str:
     """Return the engine of ``<engine>-<version>``, or exit with one line naming the accepted builds."""
     engine = name.split("-", 1)[0]
     if name not in known_builds() or engine not in TRIMS:
-        raise SystemExit(f"build.py: unknown build '{name}'; accepted: {', '.join(known_builds())}")
+        raise SystemExit(f"build_parts.py: unknown build '{name}'; accepted: {', '.join(known_builds())}")
     return engine
 
 
