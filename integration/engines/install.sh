@@ -37,8 +37,8 @@ unpack() {
   bad=$(cd "$DIR" && sha256sum -c SHA256SUMS 2>/dev/null | sed -n 's/: FAILED.*//p' | tr '\n' ' ' || true)
   [ -z "$bad" ] || fail "${bad% }: checksum mismatch in $DIR (damaged in transfer): carry or build it again"
   rm -rf "$SITE.partial" && mkdir -p "$SITE.partial"
-  (cd "$DIR" && cat "${parts[@]}") | xz -dc -T0 | tar -x -C "$SITE.partial" \
-    || fail "unpacking $NAME into $SITE.partial failed (disk full?)"
+  (cd "$DIR" && cat "${parts[@]}") | xz -dc -T0 2> "$ENGINE/unpack.log" | tar -x -C "$SITE.partial" 2>> "$ENGINE/unpack.log" \
+    || fail "unpacking $NAME into $SITE.partial failed: $(head -1 "$ENGINE/unpack.log")"
   rm -rf "$SITE" && mv "$SITE.partial" "$SITE"
 }
 

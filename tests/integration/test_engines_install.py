@@ -64,6 +64,16 @@ def test_missing_parts_are_named_with_how_many_arrived(tmp_path, parts):
     assert "lacks part-ab " in line and f"({total - 1} of {total} parts here)" in line
 
 
+def test_parts_that_check_out_but_do_not_unpack_are_one_line(tmp_path, parts):
+    """A part damaged before its checksum was taken (a broken build) fails in xz: still one line."""
+    for part in parts.glob("part-*"):
+        part.write_bytes(b"not xz data")
+    (parts / "SHA256SUMS").write_text("".join(f"{pack.sha256(p)}  {p.name}\n" for p in sorted(parts.glob("part-*"))))
+    line = _one_line_failure(_install(tmp_path, NAME, str(parts)))
+    assert f"unpacking {NAME} into " in line and "failed: xz:" in line
+    assert not (tmp_path / "engines" / NAME / "site").exists()
+
+
 def test_parts_of_another_build_are_refused(tmp_path, parts):
     line = _one_line_failure(_install(tmp_path, "vllm-9.9.8", str(parts)))
     assert f"are {NAME}, not vllm-9.9.8" in line
