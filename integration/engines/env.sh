@@ -1,4 +1,4 @@
-# Source this on the GPU machine:  source /tmp/engines/<engine>-<version>/env.sh
+# Source this on the GPU machine:  source /tmp/engines/<engine>-<version>/env.sh   (safe under set -euo pipefail)
 # install.sh puts it there. It puts the engine's site (next to this file) first on PYTHONPATH and
 # sets what the engine needs offline on that host: no network, no NVLink multicast (the host
 # forbids it), and a toolchain for the kernels SGLang and flashinfer JIT-compile at first use.
@@ -37,14 +37,14 @@ fi
 # flashinfer's JIT sources include <cublasLt.h>: a toolkit without the cuBLAS headers falls back to the
 # pip nvidia-cublas wheel's headers (searched after the toolkit's own)
 if [ -n "${CUDA_HOME:-}" ] && [ ! -f "$CUDA_HOME/include/cublasLt.h" ]; then
-  _NVINC="$(python3 -c 'import nvidia, os; print(os.path.join(list(nvidia.__path__)[0], "cu13", "include"))' 2>/dev/null)"
+  _NVINC="$(python3 -c 'import nvidia, os; print(os.path.join(list(nvidia.__path__)[0], "cu13", "include"))' 2>/dev/null || true)"
   if [ -f "$_NVINC/cublasLt.h" ]; then export CPLUS_INCLUDE_PATH="${CPLUS_INCLUDE_PATH:+$CPLUS_INCLUDE_PATH:}$_NVINC"; fi
 fi
 # flashinfer links its JIT modules with -lcuda: without an unversioned libcuda.so (toolkit stubs or ldconfig),
 # point the linker at the driver's libcuda.so.1 through a private symlink
 if [ -n "${CUDA_HOME:-}" ] && [ ! -e "$CUDA_HOME/lib64/stubs/libcuda.so" ] && [ ! -e "$CUDA_HOME/lib64/libcuda.so" ] \
    && ! ldconfig -p 2>/dev/null | grep -q 'libcuda\.so '; then
-  _DRV="$(ldconfig -p 2>/dev/null | awk '/libcuda\.so\.1 /{print $NF; exit}')"
+  _DRV="$(ldconfig -p 2>/dev/null | awk '/libcuda\.so\.1 /{print $NF; exit}' || true)"
   if [ -n "$_DRV" ]; then
     mkdir -p "$_ENGINE_DIR/libcuda-link" && ln -sf "$_DRV" "$_ENGINE_DIR/libcuda-link/libcuda.so"
     export LIBRARY_PATH="$_ENGINE_DIR/libcuda-link${LIBRARY_PATH:+:$LIBRARY_PATH}"

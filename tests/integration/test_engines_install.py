@@ -139,7 +139,7 @@ def _env_after_sourcing(tmp_path: Path, name: str) -> dict[str, str]:
     engine = tmp_path / name
     (engine / "site").mkdir(parents=True)
     shutil.copy(ENGINES / "env.sh", engine / "env.sh")
-    out = subprocess.run(["bash", "-c", f'source "{engine}/env.sh" && env -0'], capture_output=True,
+    out = subprocess.run(["bash", "-c", f'set -euo pipefail; source "{engine}/env.sh"; env -0'], capture_output=True,
                          env={"PATH": os.environ["PATH"], "PYTHONPATH": "/elsewhere", "CUDA_HOME": str(tmp_path)},
                          check=True).stdout
     return dict(item.split("=", 1) for item in out.decode().split("\0") if "=" in item)
