@@ -1,0 +1,27 @@
+"""Every vLLM entry of serve_flags.json goes through ``vllm serve``'s own parser (nothing is started)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytest.importorskip("vllm")
+
+from tests.integration.test_models import FLAGS
+from tests.integration.test_serve_ab_vllm import parse  # noqa: F401  (the fixture: vLLM's CLI, stopped after parsing)
+
+pytestmark = pytest.mark.vllm
+
+
+def test_vllm_parses_every_serve_flags_entry(parse):  # noqa: F811
+    for setup, args in FLAGS["vllm"].items():
+        model = f"/tmp/models/{setup.partition('+')[0]}"
+        ns = parse(["vllm", "serve", model, "--tensor-parallel-size", "1", "--port", "8000", *args])
+        assert (ns.model_tag, ns.load_format, ns.max_model_len) == (model, "dummy", 10240), setup
+        spec = ns.speculative_config
+        if "+eagle3" in setup:
+            spec = spec if isinstance(spec, dict) else json.loads(spec)
+            assert spec["method"] == "eagle3" and spec["model"].startswith("/tmp/models/"), setup
+        else:
+            assert spec is None, setup
