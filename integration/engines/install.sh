@@ -64,11 +64,11 @@ trap 'rm -rf "$src"' EXIT
 cp -r "$REPO/pyproject.toml" "$REPO/README.md" "$REPO/LICENSE" "$REPO/attn_sched_plugin" "$src/"
 log="$ENGINE/plugin-install.log"
 env -u PYTHONPATH python3 -m pip wheel --no-deps --no-build-isolation --no-index -w "$src/dist" "$src" > "$log" 2>&1 \
-  || fail "building the plugin wheel failed (python3 needs pip, wheel and setuptools>=77); see $log"
+  || fail "building the plugin wheel failed (python3 needs pip and setuptools>=77); see $log"
 env -u PYTHONPATH python3 -m pip install --no-deps --no-index --upgrade --target "$SITE" "$src"/dist/*.whl >> "$log" 2>&1 \
   || fail "installing the plugin wheel into $SITE failed; see $log"
 PYTHONPATH="$SITE" python3 - "$GROUP" "$DIST" "${NAME#*-}" <<'EOF' || exit 1
-import importlib.metadata as md, sys
+import importlib.metadata as md, re, sys
 group, dist, version = sys.argv[1:]
 try:
     found = md.version(dist)
@@ -78,11 +78,10 @@ hooked = [ep.value for ep in md.entry_points(group=group) if ep.name == "attn_sc
 if found != version or not hooked:
     sys.exit(f"install.sh: the site has {dist} {found} (want {version}) and attn_sched in {group}: {hooked or 'missing'}")
 # installed with --no-deps: the plugin's own requirements must come from the machine
-needs = [r.split(";")[0] for r in md.requires("attn-sched-plugin") if "extra ==" not in r]
 absent = []
-for need in needs:
+for need in (r.split(";")[0].strip() for r in md.requires("attn-sched-plugin") if "extra ==" not in r):
     try:
-        md.version(need.split(">")[0].split("=")[0].split("<")[0].strip())
+        md.version(re.split(r"[\s<>=!~\[(]", need)[0])
     except md.PackageNotFoundError:
         absent.append(need)
 if absent:
