@@ -27,6 +27,12 @@ CURRENT = "current.json"
 LOG_TAIL = 40
 
 
+def model_dir(models_dir: Path, setup: str) -> Path:
+    """The served model's folder: a setup ``MODEL+VARIANT`` (e.g. ``+eagle3``, a draft model named in its
+    serve flags) serves ``MODEL``."""
+    return models_dir / setup.partition("+")[0]
+
+
 @dataclass
 class Settings:
     out: Path
@@ -54,7 +60,7 @@ class Context:
         """Everything checked, nothing written: bad input surfaces before a plan starts."""
         env = environment.capture(s.env_sh)
         variants.allowed_plugins(plan.engine, env)
-        layers = {m: environment.model_layers(s.models_dir / m) for m in plan.models}
+        layers = {m: environment.model_layers(model_dir(s.models_dir, m)) for m in plan.models}
         seed_dist = s.out / "seed-baseline-dist" if "seed-baseline" in plan.variants else None
         return cls({**env, "PYTHONUNBUFFERED": "1"}, environment.versions(env), environment.cards(), seed_dist, layers)
 
@@ -101,7 +107,7 @@ def execute(plan: Plan, run: Run, s: Settings, ctx: Context) -> dict:
     run_dir = s.out / "runs" / run.id
     shutil.rmtree(run_dir, ignore_errors=True)  # what an interrupted attempt left
     run_dir.mkdir(parents=True)
-    model_path = s.models_dir / run.model
+    model_path = model_dir(s.models_dir, run.model)
     trace_dir = run_dir / "traces"
     own_env = variants.environment(plan.engine, run.variant, ctx.env, ctx.seed_dist)
     argv = commands.server_argv(plan.engine, model_path, plan.tp, s.port, plan.server_flags[run.model], trace_dir)
