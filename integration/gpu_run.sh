@@ -7,7 +7,7 @@
 set -euo pipefail
 OUT=${OUT:-$PWD/gpu-out}; mkdir -p "$OUT"
 FA3=/tmp/fa3; mkdir -p "$FA3"
-for f in $(cd .gpu && find . -name '*.xz'); do
+for f in $([ -d .gpu ] && cd .gpu && find . -name '*.xz'); do
   mkdir -p "$FA3/$(dirname "$f")"; [ -f "$FA3/${f%.xz}" ] || xz -dc ".gpu/$f" > "$FA3/${f%.xz}"
 done
 export ATTN_SCHED_FA3_LIB=${ATTN_SCHED_FA3_LIB:-$FA3/vllm_fa3/_vllm_fa3_C.abi3.so}

@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# This change's GPU session on the lent machine, as run (one warm machine, calls of <= 10 minutes, ~30 min
+# of device time in all). Each engine phase installs its parts, then starts a background job (setsid: it
+# outlives the call) from a copy of the checkout in /tmp/plan/repo; `wait` follows the jobs and packs what
+# exists into $OUT/plan.tgz (+ $OUT/status.txt), the at most 8 files a call brings back.
+#   bash integration/gpu_plan.sh vllm            # parts carried in .engines/vllm-0.26.0, fa3-fwd in .gpu/fa3_fwd,
+#                                                # FA3's upstream tests in .carry/upstream
+#   bash integration/gpu_plan.sh park NAME       # one part carried in .carry/ -> /tmp/parts/NAME (SGLang: 3 calls)
+#   bash integration/gpu_plan.sh sglang          # after the last part is parked; its job starts when vLLM's ends
+#   bash integration/gpu_plan.sh wait SECONDS    # follow the jobs for SECONDS, then pack
+# What each job runs is below (the commands recorded with the results).
+set -uo pipefail
+PLAN=/tmp/plan
+REPO=$PLAN/repo
+VLLM=vllm-0.26.0
+SGLANG=sglang-0.5.16
+RUN="python3 -m integration.serve_ab run"
+# shortened seed-PR workloads (10-minute calls): a decode phase and a prefill phase per fresh server
+SHORT="--workloads decode-c4,prefill-c8 --override decode-c4:output=128,prompts=8 --override prefill-c8:output=16,prompts=8"
+mkdir -p "$PLAN"
+
+step() {  # step NAME COMMAND...: run, log, record the exit status, never stop the job
+  local name=$1; shift
+  echo "== $(date +%T) $name: $*" >> "$PLAN/steps.log"
+  (cd "$REPO" && "$@") > "$PLAN/$name.log" 2>&1
+  echo "== $(date +%T) $name: exit $?" >> "$PLAN/steps.log"
+}
+
+vllm_job() {
+  local lib=ATTN_SCHED_FA3_LIB=/tmp/engines/$VLLM/site/vllm/vllm_flash_attn/_vllm_fa3_C.abi3.so
+  step vllm-exactness env $lib OUT=$PLAN/vllm ATTN_SCHED_GPU_CASES=20000 bash integration/gpu_run.sh exactness -k "not sgl_kernel"
+  step vllm-host env $lib OUT=$PLAN/vllm bash integration/gpu_run.sh host --repeats 100 --loop 100
+  step upstream env OUT=$PLAN/vllm ATTN_SCHED_UPSTREAM_EVERY=25 bash integration/gpu_run.sh upstream
+  step vllm-gemma-graphs $RUN --engine vllm --env /tmp/engines/$VLLM/env.sh --models gemma-3-like --variants off,on \
+    --repeats 1 --workloads decode-c4 --override decode-c4:output=256,prompts=8 \
+    --extra-server-args "--max-cudagraph-capture-size 16" --out $PLAN/vllm-gemma-graphs
+  step vllm-eager $RUN --engine vllm --env /tmp/engines/$VLLM/env.sh --models qwen3-32b-tp4-rank --variants off,on \
+    --repeats 3 $SHORT --extra-server-args=--enforce-eager --out $PLAN/vllm-eager
+}
+
+sglang_job() {
+  while [ ! -f $PLAN/vllm.done ] && [ -f $PLAN/vllm.started ]; do sleep 5; done  # one GPU: never concurrent
+  step sglang-exactness env OUT=$PLAN/sglang SGLANG_SITE=/tmp/engines/$SGLANG/site ATTN_SCHED_GPU_CASES=20000 \
+    bash integration/gpu_run.sh exactness tests/gpu/test_exactness.py -k sgl_kernel
+  step sglang-eager $RUN --engine sglang --env /tmp/engines/$SGLANG/env.sh --models qwen3-32b-tp4-rank \
+    --variants off,on-replace --repeats 3 $SHORT --extra-server-args=--disable-cuda-graph --out $PLAN/sglang-eager
+  step sglang-gemma-graphs $RUN --engine sglang --env /tmp/engines/$SGLANG/env.sh --models gemma-3-like \
+    --variants off,on-replace --repeats 1 --workloads decode-c4 --override decode-c4:output=256,prompts=8 \
+    --extra-server-args "--cuda-graph-max-bs 16" --out $PLAN/sglang-gemma-graphs
+}
+
+start() {  # start NAME: copy the checkout, then run NAME_job detached
+  rm -rf "$REPO" && mkdir -p "$REPO" && tar --exclude=./.engines --exclude=./.git -cf - . | tar -xf - -C "$REPO"
+  touch "$PLAN/$1.started"
+  setsid bash -c "cd $REPO && source integration/gpu_plan.sh --functions && ${1}_job; touch $PLAN/$1.done" \
+    > "$PLAN/$1.job.log" 2>&1 < /dev/null &
+  echo "started the $1 job (pid $!); follow it with: bash integration/gpu_plan.sh wait SECONDS"
+}
+
+pack() {
+  mkdir -p "${OUT:-$PLAN/out}"
+  { cat "$PLAN/steps.log" 2>/dev/null; for j in vllm sglang; do
+      [ -f "$PLAN/$j.started" ] && echo "$j job: $([ -f $PLAN/$j.done ] && echo done || echo running)"; done
+    for d in "$PLAN"/*/; do [ -f "$d/results.json" ] && python3 -m integration.serve_ab status --out "$d" 2>&1 | tail -n 3; done
+  } > "${OUT:-$PLAN/out}/status.txt" 2>&1
+  (cd "$PLAN" && tar --exclude='*/traces' --exclude='*.json.gz' --exclude=./repo -czf "${OUT:-$PLAN/out}/plan.tgz" .)
+  cat "${OUT:-$PLAN/out}/status.txt"
+}
+
+[ "${1:-}" = "--functions" ] && return 0
+case "${1:-}" in
+  vllm)
+    bash integration/engines/install.sh $VLLM || exit 1
+    python3 integration/models/make_models.py --out /tmp/models || exit 1
+    start vllm ;;
+  park)
+    [ -n "${2:-}" ] || { echo "gpu_plan.sh park NAME: NAME missing (e.g. $SGLANG)" >&2; exit 2; }
+    mkdir -p /tmp/parts/$2 && cp .carry/* /tmp/parts/$2/ && ls -l /tmp/parts/$2 ;;
+  sglang)
+    bash integration/engines/install.sh $SGLANG /tmp/parts/$SGLANG || exit 1
+    [ -d /tmp/models/qwen3-32b-tp4-rank ] || python3 integration/models/make_models.py --out /tmp/models || exit 1
+    start sglang ;;
+  wait)
+    end=$((SECONDS + ${2:-60}))
+    while [ $SECONDS -lt $end ]; do
+      busy=0; for j in vllm sglang; do [ -f $PLAN/$j.started ] && [ ! -f $PLAN/$j.done ] && busy=1; done
+      [ $busy = 1 ] || break; sleep 10
+    done
+    pack ;;
+  *) echo "gpu_plan.sh: unknown phase '${1:-}'; accepted: vllm, park NAME, sglang, wait SECONDS" >&2; exit 2 ;;
+esac
