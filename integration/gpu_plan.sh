@@ -26,44 +26,47 @@ step() {  # step NAME COMMAND...: run, log, record the exit status, never stop t
   echo "== $(date +%T) $name: exit $?" >> "$PLAN/steps.log"
 }
 
-vllm_job() {
+# on nvidia-h200-x2 the jobs run side by side, one GPU each (CUDA_VISIBLE_DEVICES); the A/B of a job
+# never shares its GPU
+vllm_job() {  # GPU 0: FA3 suites and the Gemma-3-like CUDA-graph runs
   local lib=ATTN_SCHED_FA3_LIB=/tmp/engines/$VLLM/site/vllm/vllm_flash_attn/_vllm_fa3_C.abi3.so
-  step vllm-exactness env $lib OUT=$PLAN/vllm ATTN_SCHED_GPU_CASES=20000 bash integration/gpu_run.sh exactness -k "not sgl_kernel"
+  [ -f $PLAN/vllm/gpu-exactness.json ] ||
+    step vllm-exactness env $lib OUT=$PLAN/vllm ATTN_SCHED_GPU_CASES=20000 bash integration/gpu_run.sh exactness -k "not sgl_kernel"
   step vllm-host env $lib OUT=$PLAN/vllm bash integration/gpu_run.sh host --repeats 100 --loop 100
   step upstream env OUT=$PLAN/vllm ATTN_SCHED_UPSTREAM_EVERY=25 bash integration/gpu_run.sh upstream
   step vllm-gemma-graphs $RUN --engine vllm --env /tmp/engines/$VLLM/env.sh --models gemma-3-like --variants off,on \
     --repeats 1 --workloads decode-c4 --override decode-c4:output=256,prompts=8 \
     --extra-server-args "--max-cudagraph-capture-size 16" --out $PLAN/vllm-gemma-graphs
-  step vllm-eager $RUN --engine vllm --env /tmp/engines/$VLLM/env.sh --models qwen3-32b-tp4-rank --variants off,on \
-    --repeats 3 $SHORT --extra-server-args=--enforce-eager --out $PLAN/vllm-eager
 }
 
-sglang_job() {
-  while [ ! -f $PLAN/vllm.done ] && [ -f $PLAN/vllm.started ]; do sleep 5; done  # one GPU: never concurrent
+vllm_eager_job() {  # GPU 1: vLLM --enforce-eager, 3 fresh servers per variant
+  step vllm-eager $RUN --engine vllm --env /tmp/engines/$VLLM/env.sh --models qwen3-32b-tp4-rank --variants off,on \
+    --repeats 3 $SHORT --extra-server-args=--enforce-eager --port 8001 --out $PLAN/vllm-eager
+}
+
+sglang_job() {  # the first GPU the vLLM jobs free
+  until [ -f $PLAN/vllm.done ] || [ -f $PLAN/vllm_eager.done ]; do sleep 5; done
+  export CUDA_VISIBLE_DEVICES=$([ -f $PLAN/vllm_eager.done ] && echo 1 || echo 0)
   step sglang-exactness env OUT=$PLAN/sglang SGLANG_SITE=/tmp/engines/$SGLANG/site ATTN_SCHED_GPU_CASES=20000 \
     bash integration/gpu_run.sh exactness tests/gpu/test_exactness.py -k sgl_kernel
   step sglang-eager $RUN --engine sglang --env /tmp/engines/$SGLANG/env.sh --models qwen3-32b-tp4-rank \
     --variants off,on-replace --repeats 3 $SHORT --extra-server-args=--disable-cuda-graph --out $PLAN/sglang-eager
-  step sglang-gemma-graphs $RUN --engine sglang --env /tmp/engines/$SGLANG/env.sh --models gemma-3-like \
-    --variants off,on-replace --repeats 1 --workloads decode-c4 --override decode-c4:output=256,prompts=8 \
-    --extra-server-args "--cuda-graph-max-bs 16" --out $PLAN/sglang-gemma-graphs
 }
 
-start() {  # start NAME: copy the checkout, then run NAME_job detached
-  rm -rf "$REPO" && mkdir -p "$REPO" && tar --exclude=./.engines --exclude=./.git -cf - . | tar -xf - -C "$REPO"
+start() {  # start NAME GPU: run NAME_job detached on that GPU, from the copy of the checkout
   touch "$PLAN/$1.started"
-  setsid bash -c "cd $REPO && source integration/gpu_plan.sh --functions && ${1}_job; touch $PLAN/$1.done" \
+  setsid bash -c "export CUDA_VISIBLE_DEVICES=$2; cd $REPO && source integration/gpu_plan.sh --functions && ${1}_job; touch $PLAN/$1.done" \
     > "$PLAN/$1.job.log" 2>&1 < /dev/null &
   echo "started the $1 job (pid $!); follow it with: bash integration/gpu_plan.sh wait SECONDS"
 }
 
 pack() {
   mkdir -p "${OUT:-$PLAN/out}"
-  { cat "$PLAN/steps.log" 2>/dev/null; for j in vllm sglang; do
+  { cat "$PLAN/steps.log" 2>/dev/null; for j in vllm vllm_eager sglang; do
       [ -f "$PLAN/$j.started" ] && echo "$j job: $([ -f $PLAN/$j.done ] && echo done || echo running)"; done
     for d in "$PLAN"/*/; do [ -f "$d/results.json" ] && python3 -m integration.serve_ab status --out "$d" 2>&1 | tail -n 3; done
   } > "${OUT:-$PLAN/out}/status.txt" 2>&1
-  (cd "$PLAN" && tar --exclude='*/traces' --exclude='*.json.gz' --exclude=./repo -czf "${OUT:-$PLAN/out}/plan.tgz" .)
+  (cd "$PLAN" && tar --exclude='*/traces' --exclude='*.json.gz' --exclude=./repo --exclude=./out -czf "${OUT:-$PLAN/out}/plan.tgz" .)
   cat "${OUT:-$PLAN/out}/status.txt"
 }
 
@@ -72,18 +75,22 @@ case "${1:-}" in
   vllm)
     bash integration/engines/install.sh $VLLM || exit 1
     python3 integration/models/make_models.py --out /tmp/models || exit 1
-    start vllm ;;
+    rm -rf "$REPO" && mkdir -p "$REPO" && tar --exclude=./.engines --exclude=./.git -cf - . | tar -xf - -C "$REPO"
+    # results an earlier (given back) machine brought back: the runner continues those plans
+    [ -d .carry/state ] && cp -r .carry/state/. "$PLAN"/
+    start vllm 0
+    start vllm_eager 1 ;;
   park)
     [ -n "${2:-}" ] || { echo "gpu_plan.sh park NAME: NAME missing (e.g. $SGLANG)" >&2; exit 2; }
     mkdir -p /tmp/parts/$2 && cp .carry/* /tmp/parts/$2/ && ls -l /tmp/parts/$2 ;;
   sglang)
     bash integration/engines/install.sh $SGLANG /tmp/parts/$SGLANG || exit 1
     [ -d /tmp/models/qwen3-32b-tp4-rank ] || python3 integration/models/make_models.py --out /tmp/models || exit 1
-    start sglang ;;
+    start sglang any ;;
   wait)
     end=$((SECONDS + ${2:-60}))
     while [ $SECONDS -lt $end ]; do
-      busy=0; for j in vllm sglang; do [ -f $PLAN/$j.started ] && [ ! -f $PLAN/$j.done ] && busy=1; done
+      busy=0; for j in vllm vllm_eager sglang; do [ -f $PLAN/$j.started ] && [ ! -f $PLAN/$j.done ] && busy=1; done
       [ $busy = 1 ] || break; sleep 10
     done
     pack ;;
