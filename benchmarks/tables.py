@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
-from attn_sched_plugin.bench.run import derived
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from attn_sched_plugin.bench.run import derived  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 README = Path(__file__).parent.parent / "README.md"
@@ -40,12 +44,17 @@ def bench_table(name: str) -> str:
     return "\n".join(lines)
 
 
-# GPU test runs: results file -> the command that produced it
+# GPU test runs: results file -> the command that produced it (integration/gpu_plan.sh ran them)
 EXACTNESS = {
-    "gpu-exactness": "ATTN_SCHED_GPU_CASES=5000 bash integration/gpu_run.sh exactness",
-    "gpu-vllm-native-metadata": "bash integration/gpu_run.sh exactness tests/gpu/test_vllm_native_metadata.py "
-                                "(runs all of tests/gpu, 2000 cases per build)",
+    "gpu-exactness": "ATTN_SCHED_FA3_LIB=/tmp/engines/vllm-0.26.0/site/vllm/vllm_flash_attn/_vllm_fa3_C.abi3.so "
+                     "ATTN_SCHED_GPU_CASES=20000 bash integration/gpu_run.sh exactness -k 'not sgl_kernel' "
+                     "(vLLM 0.26.0's FA3 library and fa3-fwd 0.0.3)",
+    "gpu-exactness-sgl-kernel": "SGLANG_SITE=/tmp/engines/sglang-0.5.16/site ATTN_SCHED_GPU_CASES=20000 bash "
+                                "integration/gpu_run.sh exactness tests/gpu/test_exactness.py -k sgl_kernel "
+                                "(sglang-kernel 0.4.5)",
 }
+# real-engine A/B plans (integration/serve_ab), rendered by its own report
+REAL_ENGINES = ("vllm-gemma-graphs", "vllm-eager", "sglang-eager")
 
 
 def exactness_table(name: str) -> str:
@@ -60,8 +69,31 @@ def exactness_table(name: str) -> str:
     return "\n".join(lines)
 
 
+def host_table() -> str:
+    data = json.loads((RESULTS / "host-overhead.json").read_text())
+    lines = [f"**host-overhead** — {data['card']} host ({data['cpu']}), torch {data['torch']}; `{data['command']}`", "",
+             "| FA3 build | FA3 alone us | FA3 with metadata us | saved by metadata us | wrapper adds us | "
+             "plugin as deployed in eager steps adds us (p10 .. p90) |", "|---|---:|---:|---:|---:|---|"]
+    for build, r in data["builds"].items():
+        c, d = r["per_call"], r["differences"]
+        e = d["deployed_eager_added_vs_fa3"]
+        lines.append(f"| {build} | {c['fa3']['median_us']:.1f} | {c['fa3_with_metadata']['median_us']:.1f} | "
+                     f"{d['fa3_saves_with_metadata']['median_us']:.1f} | {d['wrapper_added_vs_fa3']['median_us']:.1f} | "
+                     f"{e['median_us']:.2f} ({e['p10_us']:.2f} .. {e['p90_us']:.2f}) |")
+    return "\n".join(lines)
+
+
+def real_engine_tables() -> list[str]:
+    from integration.serve_ab.results import State
+    from integration.serve_ab.table import report
+
+    return [report(State.load(RESULTS / "real-engines" / name)).replace("\n# ", "\n#### ").replace("\n## ", "\n##### ")
+            .replace("# Serving A/B", "#### Serving A/B", 1).strip() for name in REAL_ENGINES]
+
+
 def render() -> str:
-    return "\n\n".join([*(exactness_table(n) for n in EXACTNESS), *(bench_table(n) for n in FILES)])
+    return "\n\n".join([*real_engine_tables(), *(exactness_table(n) for n in EXACTNESS), host_table(),
+                         *(bench_table(n) for n in FILES)])
 
 
 def main() -> int:

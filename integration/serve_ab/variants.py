@@ -16,9 +16,10 @@ OFF = "off"
 DESCRIPTIONS = {
     "sglang": {
         OFF: "plugin off (ATTN_SCHED_DISABLE=1): SGLang's own decode precompute (the seed PR) in place",
-        "on-replace": "plugin on, ATTN_SCHED_SGLANG_MODE=replace: SGLang's precompute off, the plugin's in-step "
-                      "metadata serves every FA3 call",
-        "on-keep-native": "plugin on, ATTN_SCHED_SGLANG_MODE=keep-native: SGLang's precompute kept for plain decode",
+        "on-replace": "plugin on, ATTN_SCHED_SGLANG_MODE=replace: in CUDA graphs the plugin's in-graph metadata "
+                      "serves every FA3 call (SGLang's capture/replay-time precompute off); eager steps untouched",
+        "on-keep-native": "plugin on, ATTN_SCHED_SGLANG_MODE=keep-native: SGLang's precompute kept everywhere; in "
+                          "CUDA graphs the plugin serves the calls SGLang leaves without metadata",
         "seed-baseline": "plugin off and SGLang's precompute replaced by a no-op (test-only SGLang plugin): "
                          "the seed PR's baseline, per-layer prepare_varlen_num_blocks",
     },
