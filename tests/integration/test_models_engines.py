@@ -5,6 +5,7 @@ engine's own command-line parser (nothing is started). Runs in the tox engine en
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import pytest
 
@@ -39,8 +40,12 @@ def test_sglang_parses_every_serve_flags_entry(capture_parse):
     pytest.importorskip("sglang")
     from sglang.srt.server_args import prepare_server_args
 
+    from integration.serve_ab.commands import server_argv
+
     for setup, args in FLAGS["sglang"].items():
-        argv = ["--model-path", f"/tmp/models/{setup.partition('+')[0]}", "--tp", "1", "--port", "30000", *args]
+        # the command the runner starts (it adds --load-format dummy itself)
+        full = server_argv("sglang", Path(f"/tmp/models/{setup.partition('+')[0]}"), 1, 30000, args, Path("/tmp/t"))
+        argv = full[full.index("sglang.launch_server") + 1:]
         ns = capture_parse(lambda argv=argv: prepare_server_args(argv), ["sglang.launch_server", *argv])
         assert (ns.load_format, ns.attention_backend) == ("dummy", "fa3"), setup
         if "+eagle3" in setup:
