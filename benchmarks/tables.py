@@ -20,13 +20,15 @@ RESULTS = Path(__file__).parent / "results"
 README = Path(__file__).parent.parent / "README.md"
 START, END = "<!-- bench-tables:start -->", "<!-- bench-tables:end -->"
 FILES = ("decode-qwen3-32b-tp4", "decode-models", "decode-gemma-mla", "verify-extend", "extend-after-hotpath",
-         "tp1-qwen3-32b", "decode-after-hotpath")
+         "tp1-qwen3-32b", "decode-after-hotpath", "extend-after-routing")
+# where each file's FA3 library came from (the results record only its file name)
+FA3_FROM = {"extend-after-routing": "vllm 0.26.0 site, integration/engines"}
 
 
 def bench_table(name: str) -> str:
     data = json.loads((RESULTS / f"{name}.json").read_text())
     env = data["environment"]
-    lines = [f"**{name}** — {env['card']}, FA3 `{env['fa3_build']}` (vllm 0.33.0 wheel), torch {env['torch']}; "
+    lines = [f"**{name}** — {env['card']}, FA3 `{env['fa3_build']}` ({FA3_FROM.get(name, 'vllm 0.33.0 wheel')}), torch {env['torch']}; "
              f"`{env['command']}`", "",
              "| preset | mode | bs | ctx | (a) FA3 us | (b) engine us | (c) plugin us | saved vs (a) us | % | (c) vs (b) us "
              "| (a) p10-p90 us | prepare/step a·b·c | exact | note |",
@@ -54,7 +56,7 @@ EXACTNESS = {
                                 "(sglang-kernel 0.4.5)",
 }
 # real-engine A/B plans (integration/serve_ab), rendered by its own report
-REAL_ENGINES = ("vllm-gemma-graphs", "vllm-eager", "sglang-eager")
+REAL_ENGINES = ("vllm-gemma-graphs", "sglang-gemma-graphs", "vllm-eager", "sglang-eager")
 
 
 def exactness_table(name: str) -> str:

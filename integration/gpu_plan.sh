@@ -1,20 +1,25 @@
 #!/usr/bin/env bash
-# This change's GPU session on the lent machine, as run (one warm machine, calls of <= 10 minutes, ~30 min
-# of device time in all). Each engine phase installs its parts, then starts a background job (setsid: it
-# outlives the call) from a copy of the checkout in /tmp/plan/repo; `wait` follows the jobs and packs what
+# The project's GPU sessions on the lent machine, as run (one warm machine, calls of <= 10 minutes, ~30 min
+# of device time in all). Each engine phase installs its parts, then starts background jobs (setsid: they
+# outlive the call) from a copy of the checkout in /tmp/plan/repo; `wait` follows the jobs and packs what
 # exists into $OUT/plan.tgz (+ $OUT/status.txt), the at most 8 files a call brings back.
-#   bash integration/gpu_plan.sh vllm            # parts carried in .engines/vllm-0.26.0, fa3-fwd in .gpu/fa3_fwd,
-#                                                # FA3's upstream tests in .carry/upstream
-#   bash integration/gpu_plan.sh park NAME       # one part carried in .carry/ -> /tmp/parts/NAME (SGLang: 3 calls)
-#   bash integration/gpu_plan.sh sglang          # after the last part is parked; its job starts when vLLM's ends
-#   bash integration/gpu_plan.sh wait SECONDS    # follow the jobs for SECONDS, then pack
-# What each job runs is below (the commands recorded with the results).
+#   bash integration/gpu_plan.sh vllm [JOB:GPU...]    # parts carried in .engines/vllm-0.26.0 (the first session
+#                                                     # also fa3-fwd in .gpu/fa3_fwd, FA3's upstream tests in
+#                                                     # .carry/upstream); default jobs vllm:0 vllm_eager:1
+#   bash integration/gpu_plan.sh park NAME            # what is carried of .engines/NAME (one part, SHA256SUMS,
+#                                                     # manifest.json) -> /tmp/parts/NAME (SGLang: 3 calls)
+#   bash integration/gpu_plan.sh sglang [JOB:GPU...]  # after the last part is parked; default job sglang:any
+#   bash integration/gpu_plan.sh wait SECONDS         # follow the jobs for SECONDS, then pack
+# Sessions: 1st (nvidia-h200-x2) `vllm`, `sglang`; 2nd (nvidia-h200) `vllm bench_extend:0`, `park sglang-0.5.16`
+# twice, `park sglang-0.5.16 && sglang sglang_graphs:0`. What each job runs is below (the commands recorded
+# with the results).
 set -uo pipefail
 PLAN=/tmp/plan
 REPO=$PLAN/repo
 VLLM=vllm-0.26.0
 SGLANG=sglang-0.5.16
 RUN="python3 -m integration.serve_ab run"
+JOBS="vllm vllm_eager sglang bench_extend sglang_graphs"
 # shortened seed-PR workloads (10-minute calls): a decode phase and a prefill phase per fresh server
 SHORT="--workloads decode-c4,prefill-c8 --override decode-c4:output=128,prompts=8 --override prefill-c8:output=16,prompts=8"
 mkdir -p "$PLAN"
@@ -53,6 +58,22 @@ sglang_job() {  # the first GPU the vLLM jobs free
     --variants off,on-replace --repeats 3 $SHORT --extra-server-args=--disable-cuda-graph --out $PLAN/sglang-eager
 }
 
+bench_extend_job() {  # the synthetic eager extend bench after capture-scoped routing (issue 12), vLLM's library
+  step bench-extend env ATTN_SCHED_FA3_LIB=/tmp/engines/$VLLM/site/vllm/vllm_flash_attn/_vllm_fa3_C.abi3.so \
+    OUT=$PLAN/bench bash integration/gpu_run.sh bench --preset qwen3-32b-tp4 --preset gpt-oss-120b-like \
+    --mode extend --batch 1 16 --context 4096 --tag extend-after-routing
+}
+
+sglang_graphs_job() {  # SGLang with CUDA graphs under capture-scoped routing, after the bench (one GPU, quiet):
+  # Gemma-3-like (sliding windows, which SGLang's own precompute leaves per layer) on 3 fresh servers per
+  # variant, then dense Qwen3 (which it covers) on one
+  until [ ! -f $PLAN/bench_extend.started ] || [ -f $PLAN/bench_extend.done ]; do sleep 5; done
+  local graphs=(--engine sglang --env /tmp/engines/$SGLANG/env.sh --variants off,on-replace --workloads decode-c4
+    --override decode-c4:output=256,prompts=8 --extra-server-args "--cuda-graph-max-bs 16")
+  step sglang-gemma-graphs $RUN "${graphs[@]}" --models gemma-3-like --repeats 3 --out $PLAN/sglang-gemma-graphs
+  step sglang-graphs $RUN "${graphs[@]}" --models qwen3-32b-tp4-rank --repeats 1 --out $PLAN/sglang-graphs
+}
+
 start() {  # start NAME GPU: run NAME_job detached on that GPU, from the copy of the checkout
   touch "$PLAN/$1.started"
   setsid bash -c "export CUDA_VISIBLE_DEVICES=$2; cd $REPO && source integration/gpu_plan.sh --functions && ${1}_job; touch $PLAN/$1.done" \
@@ -60,9 +81,18 @@ start() {  # start NAME GPU: run NAME_job detached on that GPU, from the copy of
   echo "started the $1 job (pid $!); follow it with: bash integration/gpu_plan.sh wait SECONDS"
 }
 
+setup() {  # the checkout's copy the jobs run from; results an earlier (given back) machine brought back
+  rm -rf "$REPO" && mkdir -p "$REPO" && tar --exclude=./.engines --exclude=./.git -cf - . | tar -xf - -C "$REPO"
+  [ -d .carry/state ] && cp -r .carry/state/. "$PLAN"/   # data only (no job markers): the runner continues those plans
+}
+
+start_jobs() {  # start_jobs JOB:GPU...
+  local job; for job in "$@"; do start "${job%%:*}" "${job#*:}"; done
+}
+
 pack() {
   mkdir -p "${OUT:-$PLAN/out}"
-  { cat "$PLAN/steps.log" 2>/dev/null; for j in vllm vllm_eager sglang; do
+  { cat "$PLAN/steps.log" 2>/dev/null; for j in $JOBS; do
       [ -f "$PLAN/$j.started" ] && echo "$j job: $([ -f $PLAN/$j.done ] && echo done || echo running)"; done
     for d in "$PLAN"/*/; do [ -f "$d/results.json" ] && python3 -m integration.serve_ab status --out "$d" 2>&1 | tail -n 3; done
   } > "${OUT:-$PLAN/out}/status.txt" 2>&1
@@ -75,22 +105,18 @@ case "${1:-}" in
   vllm)
     bash integration/engines/install.sh $VLLM || exit 1
     python3 integration/models/make_models.py --out /tmp/models || exit 1
-    rm -rf "$REPO" && mkdir -p "$REPO" && tar --exclude=./.engines --exclude=./.git -cf - . | tar -xf - -C "$REPO"
-    # results an earlier (given back) machine brought back: the runner continues those plans
-    [ -d .carry/state ] && cp -r .carry/state/. "$PLAN"/
-    start vllm 0
-    start vllm_eager 1 ;;
+    setup; shift; [ $# -gt 0 ] || set -- vllm:0 vllm_eager:1; start_jobs "$@" ;;
   park)
     [ -n "${2:-}" ] || { echo "gpu_plan.sh park NAME: NAME missing (e.g. $SGLANG)" >&2; exit 2; }
-    mkdir -p /tmp/parts/$2 && cp .carry/* /tmp/parts/$2/ && ls -l /tmp/parts/$2 ;;
+    mkdir -p /tmp/parts/$2 && cp .engines/$2/* /tmp/parts/$2/ && ls -l /tmp/parts/$2 ;;
   sglang)
     bash integration/engines/install.sh $SGLANG /tmp/parts/$SGLANG || exit 1
     [ -d /tmp/models/qwen3-32b-tp4-rank ] || python3 integration/models/make_models.py --out /tmp/models || exit 1
-    start sglang any ;;
+    [ -d "$REPO" ] || setup; shift; [ $# -gt 0 ] || set -- sglang:any; start_jobs "$@" ;;
   wait)
     end=$((SECONDS + ${2:-60}))
     while [ $SECONDS -lt $end ]; do
-      busy=0; for j in vllm vllm_eager sglang; do [ -f $PLAN/$j.started ] && [ ! -f $PLAN/$j.done ] && busy=1; done
+      busy=0; for j in $JOBS; do [ -f $PLAN/$j.started ] && [ ! -f $PLAN/$j.done ] && busy=1; done
       [ $busy = 1 ] || break; sleep 10
     done
     pack ;;
