@@ -28,8 +28,8 @@ FA3_FROM = {"extend-after-routing": "vllm 0.26.0 site, integration/engines"}
 def bench_table(name: str) -> str:
     data = json.loads((RESULTS / f"{name}.json").read_text())
     env = data["environment"]
-    lines = [f"**{name}** — {env['card']}, FA3 `{env['fa3_build']}` ({FA3_FROM.get(name, 'vllm 0.33.0 wheel')}), torch {env['torch']}; "
-             f"`{env['command']}`", "",
+    lines = [f"**{name}** — {env['card']}, FA3 `{env['fa3_build']}` ({FA3_FROM.get(name, 'vllm 0.33.0 wheel')}), "
+             f"torch {env['torch']}; `{env['command']}`", "",
              "| preset | mode | bs | ctx | (a) FA3 us | (b) engine us | (c) plugin us | saved vs (a) us | % | (c) vs (b) us "
              "| (a) p10-p90 us | prepare/step a·b·c | exact | note |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|"]

@@ -19,6 +19,7 @@ REPO=$PLAN/repo
 VLLM=vllm-0.26.0
 SGLANG=sglang-0.5.16
 RUN="python3 -m integration.serve_ab run"
+VLLM_FA3=ATTN_SCHED_FA3_LIB=/tmp/engines/$VLLM/site/vllm/vllm_flash_attn/_vllm_fa3_C.abi3.so
 JOBS="vllm vllm_eager sglang bench_extend sglang_graphs"
 # shortened seed-PR workloads (10-minute calls): a decode phase and a prefill phase per fresh server
 SHORT="--workloads decode-c4,prefill-c8 --override decode-c4:output=128,prompts=8 --override prefill-c8:output=16,prompts=8"
@@ -34,10 +35,9 @@ step() {  # step NAME COMMAND...: run, log, record the exit status, never stop t
 # on nvidia-h200-x2 the jobs run side by side, one GPU each (CUDA_VISIBLE_DEVICES); the A/B of a job
 # never shares its GPU
 vllm_job() {  # GPU 0: FA3 suites and the Gemma-3-like CUDA-graph runs
-  local lib=ATTN_SCHED_FA3_LIB=/tmp/engines/$VLLM/site/vllm/vllm_flash_attn/_vllm_fa3_C.abi3.so
   [ -f $PLAN/vllm/gpu-exactness.json ] ||
-    step vllm-exactness env $lib OUT=$PLAN/vllm ATTN_SCHED_GPU_CASES=20000 bash integration/gpu_run.sh exactness -k "not sgl_kernel"
-  step vllm-host env $lib OUT=$PLAN/vllm bash integration/gpu_run.sh host --repeats 100 --loop 100
+    step vllm-exactness env $VLLM_FA3 OUT=$PLAN/vllm ATTN_SCHED_GPU_CASES=20000 bash integration/gpu_run.sh exactness -k "not sgl_kernel"
+  step vllm-host env $VLLM_FA3 OUT=$PLAN/vllm bash integration/gpu_run.sh host --repeats 100 --loop 100
   step upstream env OUT=$PLAN/vllm ATTN_SCHED_UPSTREAM_EVERY=25 bash integration/gpu_run.sh upstream
   step vllm-gemma-graphs $RUN --engine vllm --env /tmp/engines/$VLLM/env.sh --models gemma-3-like --variants off,on \
     --repeats 1 --workloads decode-c4 --override decode-c4:output=256,prompts=8 \
@@ -59,9 +59,8 @@ sglang_job() {  # the first GPU the vLLM jobs free
 }
 
 bench_extend_job() {  # the synthetic eager extend bench after capture-scoped routing (issue 12), vLLM's library
-  step bench-extend env ATTN_SCHED_FA3_LIB=/tmp/engines/$VLLM/site/vllm/vllm_flash_attn/_vllm_fa3_C.abi3.so \
-    OUT=$PLAN/bench bash integration/gpu_run.sh bench --preset qwen3-32b-tp4 --preset gpt-oss-120b-like \
-    --mode extend --batch 1 16 --context 4096 --tag extend-after-routing
+  step bench-extend env $VLLM_FA3 OUT=$PLAN/bench bash integration/gpu_run.sh bench --preset qwen3-32b-tp4 \
+    --preset gpt-oss-120b-like --mode extend --batch 1 16 --context 4096 --tag extend-after-routing
 }
 
 sglang_graphs_job() {  # SGLang with CUDA graphs under capture-scoped routing, after the bench (one GPU, quiet):
@@ -83,7 +82,9 @@ start() {  # start NAME GPU: run NAME_job detached on that GPU, from the copy of
 
 setup() {  # the checkout's copy the jobs run from; results an earlier (given back) machine brought back
   rm -rf "$REPO" && mkdir -p "$REPO" && tar --exclude=./.engines --exclude=./.git -cf - . | tar -xf - -C "$REPO"
-  [ -d .carry/state ] && cp -r .carry/state/. "$PLAN"/   # data only (no job markers): the runner continues those plans
+  # a packed plan.tgz as brought back: its data, not its job markers (those jobs died with the machine)
+  [ ! -d .carry/state ] || tar -C .carry/state --exclude='*.started' --exclude='*.done' --exclude='*.job.log' -cf - . |
+    tar -xf - -C "$PLAN"
 }
 
 start_jobs() {  # start_jobs JOB:GPU...
