@@ -22,6 +22,7 @@ from ..conventions import KVCACHE
 from ..hookspecs import hookimpl
 from ..providers import Provider, provider_for
 from ..report import AdapterReport, EngineSupport
+from . import packages
 from . import sglang_targets as targets
 from .routing import EntryRoute
 
@@ -145,9 +146,12 @@ def attn_sched_uninstall(engine: str) -> None:
 # --- install / uninstall ---------------------------------------------------------------------------
 
 def _version_reason(version: str) -> str | None:
-    if targets.era_for(targets.parse(version)) is None:
-        low = ".".join(map(str, targets.MIN_VERSION))
-        return f"sglang {version} predates plugin discovery and HookRegistry (needs >= {low})"
+    try:
+        parsed = targets.parse(version)
+    except packages.UnreadableVersion as exc:
+        return str(exc)
+    if targets.era_for(parsed) is None:
+        return f"sglang {version} predates plugin discovery and HookRegistry (needs {targets.REQUIREMENT})"
     return None
 
 
@@ -166,11 +170,12 @@ def install(provider: Provider | None = None) -> AdapterReport:
         reason = _version_reason(version) or _environment_reason()
         if reason:
             return _decline(version, reason)
-        era = targets.era_for(targets.parse(version))
+        release = targets.parse(version)
+        era = targets.era_for(release)
         mode = switches.current().sglang_mode
         problems = _check_targets(era, mode)
         if problems:
-            newer = targets.parse(version) > targets.MAX_KNOWN
+            newer = not packages.checked(targets.REQUIREMENT, release)
             why = ("sglang {} is newer than the newest checked release; " if newer else "sglang {}: ").format(version)
             why += "; ".join(problems) + "; nothing patched"
             log.warning("attn-sched: %s", why)

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import inspect
 import pkgutil
-import re
 from typing import NamedTuple
+
+from packaging.requirements import Requirement
+from packaging.version import Version
 
 from . import packages
 
-MIN_VERSION = (0, 5, 11)  # first release with sglang.srt.plugins (entry-point discovery + HookRegistry)
-MAX_KNOWN = (0, 5, 23)  # newest release whose source the adapter was checked against
+# 0.5.11 is the first release with sglang.srt.plugins (entry-point discovery + HookRegistry); 0.5.23 the
+# newest whose source the adapter was checked against (pyproject's [sglang] extra says the same)
+REQUIREMENT = Requirement("sglang>=0.5.11,<0.5.24")
 
 BACKEND = "sglang.srt.layers.attention.flashattention_backend.FlashAttentionBackend"
 HOOK_REGISTRY = "sglang.srt.plugins.hook_registry"
@@ -42,17 +45,17 @@ FA3_PARAMS = ("q", "k_cache", "v_cache", "qv", "cache_seqlens", "page_table", "c
 
 class Era(NamedTuple):
     name: str
-    first: tuple[int, int, int]
+    first: Version
     fa3_entry: str  # dotted path of the dispatcher the backend calls
     callbacks: dict[str, tuple[str, ...]]
 
 
 ERAS = (
-    Era("0.5.11-0.5.12", (0, 5, 11), "sglang.jit_kernel.flash_attention.flash_attn_with_kvcache",
+    Era("0.5.11-0.5.12", Version("0.5.11"), "sglang.jit_kernel.flash_attention.flash_attn_with_kvcache",
         {**_INIT, **_CUDA_GRAPH_OLD}),
-    Era("0.5.13-0.5.16", (0, 5, 13), "sglang.jit_kernel.flash_attention.flash_attn_with_kvcache",
+    Era("0.5.13-0.5.16", Version("0.5.13"), "sglang.jit_kernel.flash_attention.flash_attn_with_kvcache",
         {**_INIT, **_CUDA_GRAPH_NEW}),
-    Era("0.5.17+", (0, 5, 17), "sglang.kernels.ops.attention.flash_attention.flash_attn_with_kvcache",
+    Era("0.5.17+", Version("0.5.17"), "sglang.kernels.ops.attention.flash_attention.flash_attn_with_kvcache",
         {**_INIT, **_CUDA_GRAPH_NEW}),
 )
 
@@ -61,15 +64,14 @@ def installed_version() -> str | None:
     return packages.installed_version("sglang")
 
 
-def parse(version: str) -> tuple[int, int, int]:
-    """Release numbers of ``version`` ("0.5.23.post1" -> (0, 5, 23)); (0, 0, 0) if unreadable."""
-    m = re.match(r"(\d+)\.(\d+)\.(\d+)", version)
-    return tuple(int(x) for x in m.groups()) if m else (0, 0, 0)
+def parse(version: str) -> Version:
+    """``version`` parsed; ``packages.UnreadableVersion`` (one line) if it is not PEP 440."""
+    return packages.release(REQUIREMENT, version)
 
 
-def era_for(version: tuple[int, int, int]) -> Era | None:
+def era_for(version: Version) -> Era | None:
     """The API era of ``version`` (the newest era for unknown newer releases), None if too old."""
-    if version < MIN_VERSION:
+    if version < packages.lowest(REQUIREMENT):
         return None
     return [e for e in ERAS if version >= e.first][-1]
 

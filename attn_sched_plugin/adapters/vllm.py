@@ -1,4 +1,4 @@
-"""vLLM adapter (0.11.0-0.33.0): pluggy hookimpls that install attn-sched into vLLM's FA backend.
+"""vLLM adapter (``vllm_targets.REQUIREMENT``): pluggy hookimpls that install attn-sched into vLLM's FA backend.
 
 vLLM computes FA3 metadata once per attention group and step, except where it gives up (mixed
 sliding windows, ``fast_build`` drafters, ``VLLM_BATCH_INVARIANT``); those calls reach FA3 with
@@ -198,7 +198,8 @@ def attn_sched_discover() -> list[EngineSupport]:
         known = targets.is_known(version)
     except targets.Unsupported as exc:
         return [EngineSupport(ENGINE, version, False, str(exc), FA3_BUILD)]
-    reason = "" if known else "outside 0.11.0-0.33.0: patched only if every target resolves with the expected signature"
+    reason = "" if known else (f"not in {targets.REQUIREMENT.specifier} (the checked releases): patched only if every "
+                               "target resolves with the expected signature")
     return [EngineSupport(ENGINE, version, known, reason, FA3_BUILD)]
 
 

@@ -1,6 +1,6 @@
 """Where each vLLM release keeps what the adapter touches, resolved and signature-checked.
 
-Facts read from the 0.11.0, 0.13.0, 0.16.0, 0.32.0 and 0.33.0 wheels; tests/vllm checks them
+Facts read from the 0.11.0, 0.13.0, 0.16.0, 0.32.0, 0.33.0 and 0.34.0 wheels; tests/vllm checks them
 against the installed source. Resolution imports vLLM, so only ``resolve`` (called at install)
 does; ``installed_version`` reads package metadata only (the doctor calls it everywhere).
 """
@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import importlib
 import inspect
-import re
 from dataclasses import dataclass, field
 from types import ModuleType
 
+from packaging.requirements import Requirement
+from packaging.version import Version
+
 from . import packages
 
-SUPPORTED = ((0, 11, 0), (0, 33, 0))
+# the releases whose source the adapter was checked against (pyproject's [vllm] extra says the same)
+REQUIREMENT = Requirement("vllm>=0.11.0,<0.35")
 FA_MODULE = "vllm.v1.attention.backends.flash_attn"
 DIFFKV_MODULE = "vllm.v1.attention.backends.flash_attn_diffkv"  # 0.16+
 FA3_ENTRY = "flash_attn_varlen_func"
@@ -54,25 +57,26 @@ def installed_version() -> str | None:
     return packages.installed_version(*DISTRIBUTIONS)
 
 
-def parse(version: str) -> tuple[int, int, int]:
-    m = re.match(r"(\d+)\.(\d+)(?:\.(\d+))?", version)
-    if m is None:
-        raise Unsupported(f"unparsable vLLM version {version!r}")
-    return int(m[1]), int(m[2]), int(m[3] or 0)
+def parse(version: str) -> Version:
+    """``version`` parsed; ``Unsupported`` (one line) if it is not PEP 440."""
+    try:
+        return packages.release(REQUIREMENT, version)
+    except packages.UnreadableVersion as exc:
+        raise Unsupported(str(exc)) from None
 
 
 def is_known(version: str) -> bool:
-    return SUPPORTED[0] <= parse(version) <= SUPPORTED[1]
+    return packages.checked(REQUIREMENT, parse(version))
 
 
 def registry_modules(version: str) -> tuple[str, ...]:
     """Where ``register_backend`` lives: absent before 0.13; unknown newer releases try both."""
     v = parse(version)
-    if v < (0, 13, 0):
+    if v < Version("0.13.0"):
         return ()
-    if v < (0, 16, 0):
+    if v < Version("0.16.0"):
         return ("vllm.attention.backends.registry",)
-    if v <= SUPPORTED[1]:
+    if is_known(version):
         return ("vllm.v1.attention.backends.registry",)
     return ("vllm.v1.attention.backends.registry", "vllm.attention.backends.registry")
 
@@ -106,8 +110,8 @@ def _registry(version: str) -> ModuleType | None:
 
 def resolve(version: str) -> Plan:
     """Import and check every target; raise ``Unsupported`` unless all of them fit."""
-    if parse(version) < SUPPORTED[0]:
-        raise Unsupported(f"vLLM {version} predates 0.11.0 (V1 engine); not supported")
+    if parse(version) < packages.lowest(REQUIREMENT):
+        raise Unsupported(f"vLLM {version} predates {packages.lowest(REQUIREMENT)} (V1 engine); needs {REQUIREMENT}")
     fa = importlib.import_module(FA_MODULE)
     builder = getattr(fa, BUILDER, None)
     if builder is None or not BUILD_PARAMS <= _params(builder.build):

@@ -9,6 +9,7 @@ import importlib.util
 import pathlib
 
 import pytest
+from packaging.version import Version
 
 pytest.importorskip("vllm")
 
@@ -71,7 +72,7 @@ def import_time_reads(tree: ast.Module, name: str) -> list[int]:
 
 def entry_modules() -> list[str]:
     mods = [targets.FA_MODULE]
-    if VERSION >= (0, 16, 0):
+    if VERSION >= Version("0.16.0"):
         mods.append(targets.DIFFKV_MODULE)
     return mods
 
@@ -113,7 +114,7 @@ def test_builder_turns_aot_off_where_claimed():
     build = ast.unparse(scopes(source(targets.FA_MODULE))["FlashAttentionMetadataBuilder.build"])
     assert "not fast_build" in build
     assert "len(sliding_window_configs) > 1" in build and "self.aot_schedule = False" in build
-    if VERSION >= (0, 32, 0):  # 0.13-0.16 keep AOT on and only force num_splits=1
+    if VERSION >= Version("0.32.0"):  # 0.13-0.16 keep AOT on and only force num_splits=1
         assert "not envs.VLLM_BATCH_INVARIANT" in build
 
 
@@ -133,7 +134,7 @@ def test_backends_use_the_builder_we_subclass():
     s = scopes(source(targets.FA_MODULE))
     (ret,) = [n for n in ast.walk(s["FlashAttentionBackend.get_builder_cls"]) if isinstance(n, ast.Return)]
     assert ast.unparse(ret.value) == "FlashAttentionMetadataBuilder"
-    if VERSION >= (0, 16, 0):  # DiffKV inherits it; our DiffKV subclass relies on that
+    if VERSION >= Version("0.16.0"):  # DiffKV inherits it; our DiffKV subclass relies on that
         diffkv = scopes(source(targets.DIFFKV_MODULE))
         assert "FlashAttentionDiffKVBackend.get_builder_cls" not in diffkv
         assert calls(diffkv["FlashAttentionDiffKVImpl.forward"], ENTRY)
@@ -154,7 +155,7 @@ def test_no_module_imports_the_entry_from_the_backend_module():
 
 def test_registry_location():
     mods = targets.registry_modules(targets.installed_version())
-    if VERSION < (0, 13, 0):
+    if VERSION < Version("0.13.0"):
         assert mods == () and importlib.util.find_spec("vllm.attention.backends.registry") is None
         return
     tree = source(mods[0])
@@ -164,4 +165,4 @@ def test_registry_location():
     assert "class_path" in args  # we pass it by keyword: its position differs between 0.13 and 0.16
     members = {t.id for n in s["AttentionBackendEnum"].body if isinstance(n, ast.Assign) for t in n.targets}
     assert "FLASH_ATTN" in members
-    assert ("FLASH_ATTN_DIFFKV" in members) == (VERSION >= (0, 16, 0))
+    assert ("FLASH_ATTN_DIFFKV" in members) == (VERSION >= Version("0.16.0"))
