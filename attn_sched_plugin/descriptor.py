@@ -117,7 +117,11 @@ def parameters(fields: tuple, seqlen_k_from_call: bool = False) -> tuple[tuple, 
     if k_new is not None and cu_seqlens_k_new is not None:
         raise Decline("cu_seqlens_k_new")  # varlen append: not described by get_scheduler_metadata here
     if seqused_k is None:
-        raise Decline("no_seqused_k")  # get_scheduler_metadata cannot describe it
+        # get_scheduler_metadata takes seqused_k as given and hard-codes a varlen forward (vLLM's fork at
+        # 617264c1, hopper/flash_api.cpp:662/679, semaphore 686); mha_fwd is varlen only with cu_seqlens_q/k,
+        # seqused_q/k or leftpad_k (927, 1053, semaphore 1075-1077). With seqused_k both always agree;
+        # without it the call is not describable (flash-attention #161/#162: the sizes differ)
+        raise Decline("no_seqused_k")
     if not (isinstance(q, torch.Tensor) and isinstance(k, torch.Tensor) and isinstance(v, torch.Tensor)):
         raise Decline("qkv_not_tensor")
     dtype = q.dtype

@@ -32,6 +32,7 @@ class AdapterReport:
     passed_through: dict[str, str] = field(default_factory=dict)
     wrapped: list[str] = field(default_factory=list)
     reason: str = ""
+    note: str = ""  # what an active adapter still leaves alone that users would expect covered
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -41,5 +42,5 @@ class AdapterReport:
             return f"attn-sched: inactive for {self.engine} {self.version}: {self.reason}"
         return (
             f"attn-sched: active for {self.engine} {self.version} with FA3 build {self.fa3_build}; "
-            f"covered: {', '.join(self.covered) or 'none'}"
+            f"covered: {', '.join(self.covered) or 'none'}" + (f"; {self.note}" if self.note else "")
         )

@@ -5,6 +5,7 @@ check of a version against an adapter's one requirement (as OpenTelemetry instru
 from __future__ import annotations
 
 import importlib.metadata
+import pathlib
 
 from packaging.requirements import Requirement
 from packaging.version import InvalidVersion, Version
@@ -22,6 +23,16 @@ def installed_version(*distributions: str) -> str | None:
         except importlib.metadata.PackageNotFoundError:
             continue
     return None
+
+
+def has_file(path: str, *distributions: str) -> bool:
+    """Whether the first installed of ``distributions`` ships ``path`` (a package-relative file)."""
+    for dist in distributions:
+        try:
+            return pathlib.Path(importlib.metadata.distribution(dist).locate_file(path)).is_file()
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return False
 
 
 def release(requirement: Requirement, version: str) -> Version:

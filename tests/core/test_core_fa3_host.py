@@ -177,3 +177,79 @@ def test_upstream_kvcache_random_calls_schedule_like_the_forward(ref, heads, dim
         assert exc.reason == "headdim_v_tiles" and d <= 64 < dv <= 192
         return
     assert _metadata_of(sig, batch, "upstream") == forward
+
+
+# vLLM's fork, flash-attention #161/#162: get_scheduler_metadata hard-codes a varlen forward (prepared vector,
+# semaphore whenever sm90). Calls whose q is not varlen (4-D, no cu_seqlens_q) still schedule alike when they
+# carry seqused_k, which makes mha_fwd varlen too; without any per-batch vector the two never agree.
+
+def _nonvarlen_q_call(h, h_k, d, dv, b, q_len, s_k, page, window, causal, num_splits, seqused_k=True):
+    """A 4-D q through vLLM's flash_attn_varlen_func (cu_seqlens_q None): paged with seqused_k, or
+    (``seqused_k`` False) a dense (b, s_k) cache, which is how mha_fwd is called without any varlen vector."""
+    if seqused_k:
+        width = -(-s_k // page)
+        k = torch.zeros(width + 1, page, h_k, d, dtype=torch.bfloat16)
+        v = torch.zeros(width + 1, page, h_k, dv, dtype=torch.bfloat16)
+        paged = dict(seqused_k=i32([s_k] * b), block_table=torch.zeros(b, width, dtype=torch.int32))
+    else:
+        k = torch.zeros(b, s_k, h_k, d, dtype=torch.bfloat16)
+        v = torch.zeros(b, s_k, h_k, dv, dtype=torch.bfloat16)
+        width, paged = None, {}
+    call = dict(q=torch.zeros(b, q_len, h, d, dtype=torch.bfloat16), k=k, v=v, max_seqlen_q=q_len,
+                cu_seqlens_q=None, max_seqlen_k=s_k, causal=causal, window_size=window, num_splits=num_splits,
+                fa_version=3, **paged)
+    forward = forward_layout("vllm", b=b, s_q=q_len, h=h, h_k=h_k, d=d, dv=dv, page_table_width=width,
+                             page_size=page if seqused_k else 1, cache_len=s_k, max_seqlen_k=s_k, varlen_q=False,
+                             causal=causal, window=tuple(window or (-1, -1)), num_splits=num_splits,
+                             seqused_k=seqused_k)
+    return call, forward
+
+
+NONVARLEN = dict(heads=HEADS, dims=DIMS, b=st.integers(1, 8), q_len=st.integers(1, 17), s_k=st.integers(1, 4096),
+                 page=st.sampled_from([1, 16, 64, 256]), window=st.sampled_from([None, (8, 0), (127, 0), (1023, 0)]),
+                 causal=st.booleans(), num_splits=st.sampled_from([0, 0, 1, 3]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(**NONVARLEN)
+def test_vllm_fork_nonvarlen_q_with_seqused_k_schedules_like_the_forward(ref, heads, dims, b, q_len, s_k, page, window,
+                                                                        causal, num_splits):
+    (h, h_k), (d, dv) = heads, dims
+    call, forward = _nonvarlen_q_call(h, h_k, d, dv, b, q_len, max(s_k, q_len), page, window, causal, num_splits)
+    try:
+        plugin = _plugin_layout(ref, call, True)
+    except Decline as exc:
+        assert exc.reason == "headdim_v_tiles" and d <= 64 < dv <= 192
+        return
+    assert plugin == forward
+
+
+@settings(max_examples=300, deadline=None)
+@given(**NONVARLEN)
+def test_vllm_fork_call_without_seqused_k_is_declined_its_metadata_would_never_fit(
+        ref, heads, dims, b, q_len, s_k, page, window, causal, num_splits):
+    """Remove the ``no_seqused_k`` decline and the derivation proceeds: the pytest.raises below fails."""
+    (h, h_k), (d, dv) = heads, dims
+    s_k = max(s_k, q_len)
+    call, forward = _nonvarlen_q_call(h, h_k, d, dv, b, q_len, s_k, page, window, causal, num_splits,
+                                      seqused_k=False)
+    wl, wr = window or (-1, -1)
+    # what get_scheduler_metadata returns for the call's own parameters (it needs a seqused_k: any will do)
+    metadata = metadata_layout("vllm", batch_size=b, max_seqlen_q=q_len, max_seqlen_k=s_k, num_heads=h,
+                               num_heads_k=h_k, headdim=d, headdim_v=dv, varlen_q=False, is_causal=causal,
+                               window_size_left=wl, window_size_right=wr, num_splits=num_splits)
+    assert metadata.size != forward.size  # CHECK_SHAPE fails, or (size 0) the forward ignores it
+    with pytest.raises(Decline, match="^no_seqused_k$"):
+        derive_call(ref.flash_attn_varlen_func, VARLEN, seqlen_k_from_call=True, **call)
+
+
+def test_the_5_vs_9_report_is_this_mismatch():
+    """flash-attention #161: "scheduler_metadata dimension 0 must have size 5, got 9" for one sequence."""
+    kw = dict(b=1, s_q=1, h=32, h_k=8, d=128, dv=128, cache_len=4096, varlen_q=False, causal=True,
+              window=(127, 0), num_splits=1)
+    forward = forward_layout("vllm", seqused_k=False, **kw)
+    metadata = metadata_layout("vllm", batch_size=1, max_seqlen_q=1, max_seqlen_k=4096, num_heads=32, num_heads_k=8,
+                               headdim=128, headdim_v=128, varlen_q=False, is_causal=True, window_size_left=127,
+                               window_size_right=0, num_splits=1)
+    assert (forward.size, metadata.size) == (5, 9)
+    assert forward_layout("vllm", seqused_k=True, **kw).size == 9  # with seqused_k the forward is varlen: agrees

@@ -69,5 +69,19 @@ def test_vllm_discover_names_the_checked_range_for_newer_releases(monkeypatch):
     (support,) = vllm.attn_sched_discover()
     assert not support.supported and "<0.35" in support.reason
     monkeypatch.setattr(vllm_targets, "installed_version", lambda: "0.33.1")
+    monkeypatch.setattr(vllm_targets, "has_composite_fa3", lambda: False)
     (support,) = vllm.attn_sched_discover()
     assert support.supported and support.reason == ""
+
+
+def test_prefix_lm_models_are_said_to_get_nothing(monkeypatch):
+    from attn_sched_plugin.report import AdapterReport
+
+    monkeypatch.setattr(vllm_targets, "installed_version", lambda: "0.34.0")
+    for composite, note in ((True, vllm.NOTHING_FOR_PREFIX_LM), (False, "")):
+        monkeypatch.setattr(vllm_targets, "has_composite_fa3", lambda c=composite: c)
+        (support,) = vllm.attn_sched_discover()
+        assert support.supported and support.reason == note
+    line = AdapterReport("vllm", "0.34.0", "vllm_flash_attn", True, covered=["x"], note=vllm.NOTHING_FOR_PREFIX_LM)
+    assert line.one_line().endswith("covered: x; " + vllm.NOTHING_FOR_PREFIX_LM)
+    assert "Gemma-3" in vllm.NOTHING_FOR_PREFIX_LM and "get nothing" in vllm.NOTHING_FOR_PREFIX_LM

@@ -16,7 +16,13 @@ tile_size.h of two source trees:
   vectors plus sort and swizzle vectors, attention chunks.
 
 Only the bf16/fp16 and fp8 sm90 paths are transcribed; the two functions agree exactly when the
-returned layouts are equal (every field the prepare kernel reads, and the tensor size).
+returned layouts are equal (every field the prepare kernel reads, and the tensor size). A forward
+without any per-batch vector (``varlen`` False: no cu_seqlens_q/k, seqused_q/k, leftpad_k) is
+transcribed for vLLM's fork only: there ``mha_fwd`` skips the prepare kernel (flash_api.cpp:927,
+1053 at 617264c1) while ``get_scheduler_metadata`` hard-codes ``use_prepare_varlen = true`` and
+``is_varlen = true`` (662, 679) and sizes its semaphore as ``arch >= 90 || num_splits > 1`` (686),
+not as the forward's ``(causal || local) && num_splits == 1 || is_varlen`` (1075-1077): the
+vllm-project/flash-attention #161/#162 mismatch.
 """
 
 from __future__ import annotations
@@ -157,9 +163,13 @@ def _should_pack_gqa(varlen_q, seqlen_q, ratio, block_m) -> bool:
 
 
 def _schedule(flavour, *, b, s_q, s_k, h, h_k, d, dv, fp8, paged, page_size, knew, leftpad, varlen_q, causal,
-              wl, wr, chunk, softcap, num_splits, pack_gqa, sm_margin, paged_flag_for_causal, forward) -> Layout:
-    """The shared body of both functions, with the one place they differ (``forward``) made explicit."""
+              wl, wr, chunk, softcap, num_splits, pack_gqa, sm_margin, paged_flag_for_causal, forward,
+              varlen=True) -> Layout:
+    """The shared body of both functions, with the places they differ (``forward``, and a forward's
+    ``varlen``: ``get_scheduler_metadata`` always assumes it) made explicit."""
     vllm = flavour == "vllm"
+    if not varlen and not (vllm and forward):
+        raise ValueError("only vLLM's forward is transcribed without per-batch vectors")
     if wl >= s_k - 1:
         wl = -1
     if wr >= s_q - 1:
@@ -197,8 +207,9 @@ def _schedule(flavour, *, b, s_q, s_k, h, h_k, d, dv, fp8, paged, page_size, kne
         loaded = s_k if not is_local else max(0, min(s_k, wr + wl + 1 + block_m))
         n_blocks, m_blocks = -(-loaded // block_n), -(-(s_q * ratio) // block_m)
         size_one_kv_head = s_k * (d + dv) * (1 if fp8 else 2)
-        num_splits = _num_splits_heuristic(h_k * m_blocks, num_sm, n_blocks, m_blocks, size_one_kv_head,
-                                           is_causal or is_local)
+        # get_num_splits: ``(num_splits_dynamic_ptr ? 1 : b) * h_k * m_blocks``, the pointer set iff varlen
+        num_splits = _num_splits_heuristic((1 if varlen else b) * h_k * m_blocks, num_sm, n_blocks, m_blocks,
+                                           size_one_kv_head, is_causal or is_local)
     if pack_gqa is None:
         if non_tma or num_splits > 1:
             pack_gqa = True
@@ -211,12 +222,16 @@ def _schedule(flavour, *, b, s_q, s_k, h, h_k, d, dv, fp8, paged, page_size, kne
             pack_gqa = _should_pack_gqa(varlen_q, s_q, ratio, block_m)
     if vllm:
         pack_gqa |= num_splits > 1
-    dynamic = b <= MAX_BATCHES_1CTA and num_splits > 1
+    dynamic = varlen and b <= MAX_BATCHES_1CTA and num_splits > 1
     sort = not vllm and not is_local
     swizzle = is_causal or is_local
     vectors = (1 + dynamic) if vllm else 2
     size = 1 + (b + 3) // 4 * 4 * (vectors + sort + swizzle)
-    if b > MAX_BATCHES_1CTA:
+    if not varlen:
+        # mha_fwd without prepare: no prepared vector, a semaphore only for causal/local unsplit calls, and
+        # (quirk) a head-swizzle slot that nothing fills (flash_api.cpp:1075-1096)
+        size = int((is_causal or is_local) and num_splits == 1) + (b + 3) // 4 * 4 * swizzle
+    if varlen and b > MAX_BATCHES_1CTA:
         # the forward forces one split; get_scheduler_metadata does not, but its prepare kernel then runs
         # on several CTAs, which set every batch's split count to 1 (flash_prepare_scheduler.cu)
         num_splits = 1
@@ -235,9 +250,9 @@ def _schedule(flavour, *, b, s_q, s_k, h, h_k, d, dv, fp8, paged, page_size, kne
 def forward_layout(flavour: str, *, b, s_q, h, h_k, d, dv, fp8=False, page_table_width=None, page_size=1,
                    cache_len=None, max_seqlen_k=None, varlen_k=False, knew=0, leftpad=False, varlen_q=True,
                    causal=False, window=(-1, -1), chunk=0, softcap=False, num_splits=0, pack_gqa=None,
-                   sm_margin=0) -> Layout:
+                   sm_margin=0, seqused_k=True) -> Layout:
     """What ``mha_fwd`` schedules with, from the forward's own arguments (``page_table_width`` None:
-    non-paged, ``cache_len`` = ``k.size(1)``)."""
+    non-paged, ``cache_len`` = ``k.size(1)``; ``seqused_k`` False: the call has none)."""
     paged = page_table_width is not None
     if varlen_k or (flavour == "vllm" and max_seqlen_k is not None):
         s_k = max_seqlen_k
@@ -246,7 +261,8 @@ def forward_layout(flavour: str, *, b, s_q, h, h_k, d, dv, fp8=False, page_table
     return _schedule(flavour, b=b, s_q=s_q, s_k=s_k, h=h, h_k=h_k, d=d, dv=dv, fp8=fp8, paged=paged,
                      page_size=page_size if paged else 1, knew=knew > 0, leftpad=leftpad, varlen_q=varlen_q,
                      causal=causal, wl=window[0], wr=window[1], chunk=chunk, softcap=softcap, num_splits=num_splits,
-                     pack_gqa=pack_gqa, sm_margin=sm_margin, paged_flag_for_causal=paged, forward=True)
+                     pack_gqa=pack_gqa, sm_margin=sm_margin, paged_flag_for_causal=paged, forward=True,
+                     varlen=varlen_q or varlen_k or seqused_k or leftpad)
 
 
 def metadata_layout(flavour: str, *, batch_size, max_seqlen_q, max_seqlen_k, num_heads, num_heads_k, headdim,

@@ -166,3 +166,19 @@ def test_registry_location():
     members = {t.id for n in s["AttentionBackendEnum"].body if isinstance(n, ast.Assign) for t in n.targets}
     assert "FLASH_ATTN" in members
     assert ("FLASH_ATTN_DIFFKV" in members) == (VERSION >= Version("0.16.0"))
+
+
+def test_composite_fa3_half_gets_nothing_for_gemma3():
+    """The premise of ``NOTHING_FOR_PREFIX_LM`` (doctor, activation line): TRITON_FLASH_ATTN's FA3 half builds
+    with vLLM's own builder (not our subclass), its graph support is NEVER when a sliding layer lacks
+    ``mm_prefix_clamp_sliding_window``, and Gemma-3 never sets that flag."""
+    if not targets.has_composite_fa3():
+        pytest.skip(f"vLLM {targets.installed_version()} has no TRITON_FLASH_ATTN")
+    composite = scopes(source("vllm.v1.attention.backends.composite"))
+    never = ast.unparse(composite["MMPrefixAttentionRouting.get_cudagraph_support"])
+    assert "_has_unclamped_window" in never and "AttentionCGSupport.NEVER" in never
+    assert "mm_prefix_clamp_sliding_window" in ast.unparse(composite["_has_unclamped_window"])
+    fa_half = scopes(source("vllm.v1.attention.backends.triton_flash_attn"))
+    assert "_FABackend" in fa_half and "_FABackend.get_builder_cls" not in fa_half  # the stock builder
+    gemma3 = pathlib.Path(importlib.util.find_spec("vllm.model_executor.models.gemma3").origin).read_text()
+    assert "mm_prefix_clamp_sliding_window" not in gemma3 and "per_layer_sliding_window" in gemma3
