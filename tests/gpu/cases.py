@@ -222,6 +222,41 @@ def fa3fwd_call(c: dict, device="cuda") -> dict:
     return kwargs
 
 
+def vllm_nonvarlen_case(rng: random.Random) -> dict:
+    """A 4-D q (no ``cu_seqlens_q``) on vLLM's library (flash-attention #161/#162): paged with ``seqused_k``
+    (mha_fwd is then varlen: shared), or a dense (batch, context) cache with no per-batch vector at all,
+    where the fork's get_scheduler_metadata never fits (declined ``no_seqused_k``, passed through)."""
+    d, dv, _ = _head_dims(rng, mla_ok=False, fp8=False)
+    h, hk = _heads(rng)
+    batch = min(64, int(2 ** rng.uniform(0, 6)))
+    q_len = 1 if rng.random() < 0.5 else rng.randint(2, 17)
+    context = rng.choice((64, 256, 1000, 1024, 2048))
+    while batch * context > MAX_TOKENS and context > 64:
+        context //= 2
+    context = max(context, q_len)
+    return dict(build="vllm", hd=d, hdv=dv, hk=hk, h=h, batch=batch, q_len=q_len, context=context,
+                seqused_k=rng.random() < 0.7, page=rng.choice(PAGES), extra_pages=rng.choice((0, 1, 5)),
+                causal=rng.random() < 0.8,
+                window=None if rng.random() < 0.5 else rng.choice((8, 64, 127, 1023, 10_000)),
+                softcap=0.0 if rng.random() < 0.8 else 30.0, num_splits=rng.choice((0, 0, 0, 1, 3)),
+                idle=rng.random() < 0.2, seed=rng.randrange(1 << 30))
+
+
+def vllm_nonvarlen_call(c: dict, device="cuda") -> dict:
+    g, rnd = _generators(c["seed"], device)
+    if c["seqused_k"]:
+        k, v, table = _paged(c, rnd, g, device)
+        lengths = _lengths(random.Random(c["seed"]), c["batch"], c["context"], c["q_len"], c["idle"])
+        kv = dict(k=k, v=v, block_table=table, max_seqlen_k=max(lengths),
+                  seqused_k=torch.tensor(lengths, dtype=torch.int32, device=device))
+    else:  # mha_fwd checks k as (batch, max_seqlen_k, ...)
+        kv = dict(k=rnd(c["batch"], c["context"], c["hk"], c["hd"]), v=rnd(c["batch"], c["context"], c["hk"], c["hdv"]),
+                  max_seqlen_k=c["context"])
+    return dict(q=rnd(c["batch"], c["q_len"], c["h"], c["hd"]), max_seqlen_q=c["q_len"], cu_seqlens_q=None,
+                causal=c["causal"], window_size=None if c["window"] is None else (c["window"], 0),
+                softcap=c["softcap"], num_splits=c["num_splits"], fa_version=3, **kv)
+
+
 def run_cases(build, make_case, make_call, count: int, seed: int) -> dict:
     """Run ``count`` random cases; returns counts and the first failures (empty = all bitwise equal).
 
