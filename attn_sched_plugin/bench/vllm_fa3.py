@@ -1,4 +1,5 @@
-"""vLLM's ``flash_attn_varlen_func`` (FA3 branch, vLLM 0.33), for running vLLM's FA3 library alone.
+"""vLLM's ``flash_attn_varlen_func`` (FA3 branch; vLLM 0.33 and 0.34 make the same op call), for running
+vLLM's FA3 library alone.
 
 The GPU machine cannot import the vllm package, only its ``_vllm_fa3_C`` library; this is the same
 argument-to-op mapping as ``vllm/vllm_flash_attn/flash_attn_interface.py``, so the plugin's VARLEN
