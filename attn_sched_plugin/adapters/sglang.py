@@ -65,6 +65,7 @@ class _State:
         self.patches: list[_Patch] = []
         self.route: EntryRoute | None = None
         self.eager = True  # the phase: eager until a capture callback, again from the next eager callback
+        self.captured = False  # the route points at the wrapper: a capture callback ran, no replay/eager since
         self.passed_through = False  # a captured step passed calls through ("replace" keeps SGLang's precompute)
 
 
@@ -76,13 +77,15 @@ _state = _State()
 def _capture_step(self, *args, **kwargs) -> None:
     """A graph is about to be captured for this backend: its FA3 calls share metadata from here."""
     if _state.active:
-        _end_captured_step()
+        if _state.captured:
+            _end_captured_step()
         runtime.new_step()
         _state.eager = False
-        if getattr(self, "_disable_scheduler_metadata_precompute", False):
-            _state.route.release()  # DP attention / prefill CP: SGLang's guard against shared metadata
-        else:
+        _state.captured = not getattr(self, "_disable_scheduler_metadata_precompute", False)
+        if _state.captured:
             _state.route.capture()
+        else:
+            _state.route.release()  # DP attention / prefill CP: SGLang's guard against shared metadata
 
 
 def _captured_run(self, *args, **kwargs) -> None:
@@ -93,16 +96,29 @@ def _captured_run(self, *args, **kwargs) -> None:
 
 def _replay_step(self, *args, **kwargs) -> None:
     if _state.active:
-        _end_captured_step()
+        if _state.captured:
+            _leave_capture()
         _state.eager = False
-        _state.route.release()
 
 
 def _eager_step(self, *args, **kwargs) -> None:
     if _state.active:
-        _end_captured_step()
+        if _state.captured:
+            _leave_capture()
         _state.eager = True
-        _state.route.release()
+
+
+def _leave_capture() -> None:
+    """The first replay or eager callback after captures: end the captured step, release the route.
+
+    Ending the step (not only the route) means no metadata from a capture is reused after SGLang's
+    next metadata writes (sgl_kernel/Triton kernels leave the version counter as it was), not even
+    through an entry another plugin rebound after us. Later callbacks in the same phase do nothing.
+    """
+    _end_captured_step()
+    _state.captured = False
+    runtime.new_step()
+    _state.route.release()
 
 
 def _out_graph_step(self, forward_batch, in_capture=False, *args, **kwargs) -> None:
@@ -143,8 +159,8 @@ def _serves(batch_size) -> bool:
 
 
 def _end_captured_step() -> None:
-    """A callback ends the captured step: a pass-through in it keeps SGLang's precompute from now on."""
-    if not _state.eager and not _state.passed_through and runtime.state().tally.passthrough:
+    """A captured step ends: a pass-through in it keeps SGLang's precompute from now on."""
+    if not _state.passed_through and runtime.state().tally.passthrough:
         _state.passed_through = True
         log.warning("attn-sched: captured FA3 calls passed through (%s); SGLang's own decode precompute is "
                     "kept for the graphs captured from now on", dict(runtime.state().tally.passthrough))
@@ -218,7 +234,7 @@ def install(provider: Provider | None = None) -> AdapterReport:
             log.warning("attn-sched: %s", why)
             return _decline(version, why)
         _state.route, _state.patches = route, applied
-        _state.eager, _state.passed_through = True, False
+        _state.eager, _state.captured, _state.passed_through = True, False, False
         _state.active = True
         _state.report = _report(version, mode)
         return _state.report
@@ -335,7 +351,7 @@ def uninstall() -> None:
     from sglang.srt.plugins.hook_registry import HookRegistry, _propagate_patch
 
     with _state.lock:
-        _state.active = False
+        _state.active = _state.captured = False
         if _state.route is not None:
             _state.route.release()
         for patch in reversed(_state.patches):
