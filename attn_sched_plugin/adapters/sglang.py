@@ -55,6 +55,7 @@ class _Patch(NamedTuple):
     previous: object  # what was there before our hook (other plugins' pending hooks applied)
     original: object  # what was there before install touched the target
     marked: bool  # install added the target to HookRegistry._patched
+    listed: bool  # the target had an entry in HookRegistry._hooks before install
 
 
 class _State:
@@ -307,7 +308,7 @@ def _apply(target: str, hook_type, hook: Callable) -> _Patch:
 
     owner_path, attr = target.rsplit(".", 1)
     owner = pkgutil.resolve_name(owner_path)
-    original, marked = _current(owner, attr), target not in HookRegistry._patched
+    original, marked, listed = _current(owner, attr), target not in HookRegistry._patched, target in HookRegistry._hooks
     HookRegistry.register(target, hook, hook_type)
     try:
         ours = HookRegistry._hooks[target][-1]
@@ -320,9 +321,9 @@ def _apply(target: str, hook_type, hook: Callable) -> _Patch:
         HookRegistry._apply_target(target, [ours])
         HookRegistry._patched.add(target)
     except Exception:
-        _take_back(_Patch(target, owner, attr, hook, _current(owner, attr), None, original, marked))
+        _take_back(_Patch(target, owner, attr, hook, _current(owner, attr), None, original, marked, listed))
         raise
-    return _Patch(target, owner, attr, hook, _current(owner, attr), previous, original, marked)
+    return _Patch(target, owner, attr, hook, _current(owner, attr), previous, original, marked, listed)
 
 
 def _take_back(patch: _Patch) -> None:
@@ -337,7 +338,7 @@ def _take_back(patch: _Patch) -> None:
         _propagate_patch(current, patch.original, patch.owner)
     if patch.marked:
         HookRegistry._patched.discard(patch.target)
-    if not hooks:
+    if not hooks and not patch.listed:
         HookRegistry._hooks.pop(patch.target, None)
 
 

@@ -75,10 +75,11 @@ def fa3_provider():
 
 
 def stepping(name: str, method):
-    """``method`` (the builder's metadata build ``name``) telling the routes the phase: a capture build starts a captured
-    step and routes FA3 to the wrapper; the first other build after it (eager, PIECEWISE or FULL-replay step, a
-    drafter's rebuild) ends that step and routes FA3 back to FA3 itself. ``build`` called from inside
-    ``build_for_cudagraph_capture`` changes nothing; a build in an unchanged phase costs two checks."""
+    """``method`` (the builder's metadata build ``name``) telling the routes the phase: a capture build starts
+    a captured step and routes FA3 to the wrapper; the first other build after it (eager, PIECEWISE or
+    FULL-replay step, a drafter's rebuild) ends that step and routes FA3 back to FA3 itself. ``build``
+    called from inside ``build_for_cudagraph_capture`` changes nothing; a build in an unchanged phase
+    costs two checks."""
     capture = name == "build_for_cudagraph_capture"
 
     @functools.wraps(method)

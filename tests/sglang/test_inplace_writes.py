@@ -19,20 +19,11 @@ pytestmark = pytest.mark.sglang
 
 from attn_sched_plugin import runtime  # noqa: E402
 from attn_sched_plugin.adapters import sglang as adapter  # noqa: E402
-from tests.reference import fa3_reference as ref  # noqa: E402
+from tests.reference import engine_ops, fa3_reference as ref  # noqa: E402
 from tests.sglang.test_backend_cpu import (  # noqa: E402,F401  (fixtures)
     B, D, H, HK, PAGE, PAGES_PER_SEQ, _backend, _enter, _layer, _metadata, fa3_on_cpu)
 
-_lib = torch.library.Library("attn_sched_test_sgl_kernel", "DEF")
-_lib.define("set_cache_seqlens(Tensor(a!) cache_seqlens, Tensor new_lens) -> ()")
-
-
-def _set_cache_seqlens(cache_seqlens, new_lens):
-    with torch._C._AutoDispatchBelowADInplaceOrView():  # a kernel writing through the pointer
-        cache_seqlens.copy_(new_lens)
-
-
-_lib.impl("set_cache_seqlens", _set_cache_seqlens, "CPU")
+_write = engine_ops.unversioned_writer("attn_sched_test_sgl_kernel", "cache_seqlens")  # as sgl_kernel registers
 
 
 def _two_calls(module, between) -> list[torch.Tensor]:
@@ -48,8 +39,7 @@ def _two_calls(module, between) -> list[torch.Tensor]:
     first = backend.forward_decode(q, None, None, layer, batch, save_kv_cache=False)
     version = md.cache_seqlens_int32._version
     between()
-    torch.ops.attn_sched_test_sgl_kernel.set_cache_seqlens(md.cache_seqlens_int32,
-                                                            torch.tensor([12, 18, 29], dtype=torch.int32))
+    _write(md.cache_seqlens_int32, torch.tensor([12, 18, 29], dtype=torch.int32))
     assert md.cache_seqlens_int32._version == version
     return [first, backend.forward_decode(q, None, None, layer, batch, save_kv_cache=False)]
 

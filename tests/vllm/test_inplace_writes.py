@@ -17,22 +17,13 @@ pytest.importorskip("vllm")
 
 from attn_sched_plugin import runtime  # noqa: E402
 from attn_sched_plugin.adapters import vllm_targets as targets  # noqa: E402
-from tests.reference import fa3_reference as ref  # noqa: E402
+from tests.reference import engine_ops, fa3_reference as ref  # noqa: E402
 from tests.vllm import harness  # noqa: E402
 from tests.vllm.test_drive import MIXED, _backend  # noqa: E402
 
 pytestmark = pytest.mark.vllm
 
-_lib = torch.library.Library("attn_sched_test_vllm_c", "DEF")
-_lib.define("advance_seq_lens(Tensor(a!) seq_lens, Tensor new_lens) -> ()")
-
-
-def _advance_seq_lens(seq_lens, new_lens):
-    with torch._C._AutoDispatchBelowADInplaceOrView():  # a kernel writing through the pointer
-        seq_lens.copy_(new_lens)
-
-
-_lib.impl("advance_seq_lens", _advance_seq_lens, "CPU")
+_write = engine_ops.unversioned_writer("attn_sched_test_vllm_c", "seq_lens")  # as vLLM's _C registers
 
 
 def _draft_two_steps(tmp_path, patched: bool, rebind=None) -> list[torch.Tensor]:
@@ -43,7 +34,7 @@ def _draft_two_steps(tmp_path, patched: bool, rebind=None) -> list[torch.Tensor]
     if rebind is not None:
         rebind()
     version = common.seq_lens._version
-    torch.ops.attn_sched_test_vllm_c.advance_seq_lens(common.seq_lens, torch.tensor([31, 18, 48], dtype=torch.int32))
+    _write(common.seq_lens, torch.tensor([31, 18, 48], dtype=torch.int32))
     assert common.seq_lens._version == version and common.seq_lens.tolist() == [31, 18, 48]
     return outs + harness.run_step(model, common, "build_for_drafting", seed=1)
 
