@@ -30,14 +30,16 @@ class EntryRoute:
 
     def capture(self) -> None:
         """Calls from now on share metadata (a capture starts)."""
-        self._point(self.wrapped)
+        if self.module.__dict__.get(self.attr) is self.plain:
+            with self._lock:
+                setattr(self.module, self.attr, self.wrapped)
 
     def release(self) -> None:
-        """Calls from now on reach FA3 untouched (an eager or replay step starts; also on uninstall)."""
-        self._point(self.plain)
+        """Calls from now on reach FA3 untouched (an eager or replay step starts; also on uninstall).
 
-    def _point(self, target: Callable) -> None:
-        current = self.module.__dict__.get(self.attr)
-        if current is not target and (current is self.plain or current is self.wrapped):
-            with self._lock:  # anything else there was put by someone after us: theirs to keep
-                setattr(self.module, self.attr, target)
+        One identity check when there is nothing to do; anything but our wrapper there (FA3 itself, or
+        what someone put after us) stays.
+        """
+        if self.module.__dict__.get(self.attr) is self.wrapped:
+            with self._lock:
+                setattr(self.module, self.attr, self.plain)

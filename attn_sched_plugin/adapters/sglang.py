@@ -53,7 +53,10 @@ class _Patch(NamedTuple):
     attr: str
     hook: Callable
     wrapper: object  # what HookRegistry installed for our hook
-    previous: object  # what was there before
+    previous: object  # what was there before our hook (other plugins' pending hooks applied)
+    original: object  # what was there before install touched the target
+    marked: bool  # install added the target to HookRegistry._patched
+    listed: bool  # the target had an entry in HookRegistry._hooks before install
 
 
 class _State:
@@ -64,6 +67,8 @@ class _State:
         self.patches: list[_Patch] = []
         self.route: EntryRoute | None = None
         self.eager = True  # the phase: eager until a capture callback, again from the next eager callback
+        self.captured = False  # the route points at the wrapper: a capture callback ran, no replay/eager since
+        self.passed_through = False  # a captured step passed calls through ("replace" keeps SGLang's precompute)
 
 
 _state = _State()
@@ -74,12 +79,15 @@ _state = _State()
 def _capture_step(self, *args, **kwargs) -> None:
     """A graph is about to be captured for this backend: its FA3 calls share metadata from here."""
     if _state.active:
+        if _state.captured:
+            _end_captured_step()
         runtime.new_step()
         _state.eager = False
-        if getattr(self, "_disable_scheduler_metadata_precompute", False):
-            _state.route.release()  # DP attention / prefill CP: SGLang's guard against shared metadata
-        else:
+        _state.captured = not getattr(self, "_disable_scheduler_metadata_precompute", False)
+        if _state.captured:
             _state.route.capture()
+        else:
+            _state.route.release()  # DP attention / prefill CP: SGLang's guard against shared metadata
 
 
 def _captured_run(self, *args, **kwargs) -> None:
@@ -90,14 +98,29 @@ def _captured_run(self, *args, **kwargs) -> None:
 
 def _replay_step(self, *args, **kwargs) -> None:
     if _state.active:
+        if _state.captured:
+            _leave_capture()
         _state.eager = False
-        _state.route.release()
 
 
 def _eager_step(self, *args, **kwargs) -> None:
     if _state.active:
+        if _state.captured:
+            _leave_capture()
         _state.eager = True
-        _state.route.release()
+
+
+def _leave_capture() -> None:
+    """The first replay or eager callback after captures: end the captured step, release the route.
+
+    Ending the step (not only the route) means no metadata from a capture is reused after SGLang's
+    next metadata writes (sgl_kernel/Triton kernels leave the version counter as it was), not even
+    through an entry another plugin rebound after us. Later callbacks in the same phase do nothing.
+    """
+    _end_captured_step()
+    _state.captured = False
+    runtime.new_step()
+    _state.route.release()
 
 
 def _out_graph_step(self, forward_batch, in_capture=False, *args, **kwargs) -> None:
@@ -115,10 +138,34 @@ CALLBACK_HOOKS = {
 }
 
 
-def _no_precompute(original_fn, *args, **kwargs):
-    """AROUND SGLang's decode precompute in "replace" mode: outside eager steps the in-graph metadata
-    serves those calls, so SGLang's capture- and replay-time host computation is skipped."""
-    return original_fn(*args, **kwargs) if _state.eager or not _state.active else None
+def _no_precompute(original_fn, self, *args, **kwargs):
+    """AROUND SGLang's decode precompute in "replace" mode: skipped only in a capture our wrapper serves.
+
+    Its result is captured into the graph, and SGLang recomputes it at replay only where the capture
+    kept it (``metadata.scheduler_metadata is not None``), so replays follow the capture's choice.
+    Kept wherever the decode calls would reach FA3 without our metadata: the route is not ours
+    (released, or rebound by someone else), the switch is off, this batch size is torch-compiled
+    (dynamo sees FA3 itself), or an earlier captured step passed calls through (a decline or a
+    rejection, which this capture would repeat).
+    """
+    if _state.active and _state.route.capturing and _serves(args[0] if args else kwargs.get("batch_size")):
+        return None
+    return original_fn(self, *args, **kwargs)
+
+
+def _serves(batch_size) -> bool:
+    if switches.current().disabled or _state.passed_through or not isinstance(batch_size, int):
+        return False
+    compiled = targets.torch_compile_max_bs()
+    return compiled is not None and batch_size > compiled
+
+
+def _end_captured_step() -> None:
+    """A captured step ends: a pass-through in it keeps SGLang's precompute from now on."""
+    if not _state.passed_through and runtime.state().tally.passthrough:
+        _state.passed_through = True
+        log.warning("attn-sched: captured FA3 calls passed through (%s); SGLang's own decode precompute is "
+                    "kept for the graphs captured from now on", dict(runtime.state().tally.passthrough))
 
 
 # --- pluggy hooks ----------------------------------------------------------------------------------
@@ -182,9 +229,18 @@ def install(provider: Provider | None = None) -> AdapterReport:
             return _decline(version, why)
         backend_module = sys.modules[targets.resolve(targets.BACKEND).__module__]
         wrapped = interceptor.wrap(backend_module.flash_attn_with_kvcache, provider or provider_for(FA3_BUILD), KVCACHE)
-        _state.route = EntryRoute(backend_module, "flash_attn_with_kvcache", wrapped)
-        _state.eager = True
-        _state.patches = _apply_all(era, mode)
+        route = EntryRoute(backend_module, "flash_attn_with_kvcache", wrapped)
+        applied: list[_Patch] = []
+        try:
+            _apply_all(era, mode, applied)
+        except Exception as exc:  # noqa: BLE001 - SGLang must be left exactly as it was
+            _roll_back(applied)
+            why = (f"sglang {version}: patching failed midway ({type(exc).__name__}: {exc}); the "
+                   f"{len(applied)} hook(s) applied before were undone, nothing patched")
+            log.warning("attn-sched: %s", why)
+            return _decline(version, why)
+        _state.route, _state.patches = route, applied
+        _state.eager, _state.captured, _state.passed_through = True, False, False
         _state.active = True
         _state.report = _report(version, mode)
         return _state.report
@@ -225,16 +281,18 @@ def _check_targets(era: targets.Era, mode: str) -> list[str]:
         why = "missing" if fn is None else targets.check_params(fn, leading)
         if why is not None:
             problems.append(f"{targets.BACKEND}.{name}: {why}")
-    return problems
+    return problems + targets.check_hook_registry()
 
 
-def _apply_all(era: targets.Era, mode: str) -> list[_Patch]:
+def _apply_all(era: targets.Era, mode: str, applied: list[_Patch]) -> None:
+    """Apply every hook, appending each to ``applied`` as it lands (a failure leaves the rest undone)."""
     from sglang.srt.plugins.hook_registry import HookType
 
     plan = [(f"{targets.BACKEND}.{name}", HookType.BEFORE, CALLBACK_HOOKS[name]) for name in era.callbacks]
     if mode == "replace":
         plan.append((f"{targets.BACKEND}.{targets.PRECOMPUTE[0]}", HookType.AROUND, _no_precompute))
-    return [_apply(target, hook_type, hook) for target, hook_type, hook in plan]
+    for target, hook_type, hook in plan:
+        applied.append(_apply(target, hook_type, hook))
 
 
 def _current(owner, attr: str):
@@ -247,6 +305,7 @@ def _apply(target: str, hook_type, hook: Callable) -> _Patch:
     Hooks other plugins registered on the same target but HookRegistry has not applied yet are
     applied first, exactly as ``apply_hooks`` would; ours then wraps them, so uninstall can peel
     ours off alone. Applying now (not at the end of ``load_plugins``) keeps the report truthful.
+    A failure here undoes this target's part before it propagates.
     """
     import pkgutil
 
@@ -254,15 +313,43 @@ def _apply(target: str, hook_type, hook: Callable) -> _Patch:
 
     owner_path, attr = target.rsplit(".", 1)
     owner = pkgutil.resolve_name(owner_path)
+    original, marked, listed = _current(owner, attr), target not in HookRegistry._patched, target in HookRegistry._hooks
     HookRegistry.register(target, hook, hook_type)
-    ours = HookRegistry._hooks[target][-1]
-    pending = [h for h in HookRegistry._hooks[target] if h is not ours]
-    if target not in HookRegistry._patched and pending:
-        HookRegistry._apply_target(target, pending)
-    previous = _current(owner, attr)
-    HookRegistry._apply_target(target, [ours])
-    HookRegistry._patched.add(target)
-    return _Patch(target, owner, attr, hook, _current(owner, attr), previous)
+    try:
+        ours = HookRegistry._hooks[target][-1]
+        if ours[1] is not hook:
+            raise TypeError(f"HookRegistry._hooks[{target!r}] entries are not (type, hook, source)")
+        pending = [h for h in HookRegistry._hooks[target] if h is not ours]
+        if marked and pending:
+            HookRegistry._apply_target(target, pending)
+        previous = _current(owner, attr)
+        HookRegistry._apply_target(target, [ours])
+        HookRegistry._patched.add(target)
+    except Exception:
+        _take_back(_Patch(target, owner, attr, hook, _current(owner, attr), None, original, marked, listed))
+        raise
+    return _Patch(target, owner, attr, hook, _current(owner, attr), previous, original, marked, listed)
+
+
+def _take_back(patch: _Patch) -> None:
+    """Undo all install did to ``patch.target``: our hook, and other plugins' hooks it applied early."""
+    from sglang.srt.plugins.hook_registry import HookRegistry, _propagate_patch
+
+    hooks = HookRegistry._hooks.get(patch.target, [])
+    hooks[:] = [h for h in hooks if h[1] is not patch.hook]
+    current = _current(patch.owner, patch.attr)
+    if current is not patch.original:
+        setattr(patch.owner, patch.attr, patch.original)
+        _propagate_patch(current, patch.original, patch.owner)
+    if patch.marked:
+        HookRegistry._patched.discard(patch.target)
+    if not hooks and not patch.listed:
+        HookRegistry._hooks.pop(patch.target, None)
+
+
+def _roll_back(applied: list[_Patch]) -> None:
+    for patch in reversed(applied):
+        _take_back(patch)
 
 
 def uninstall() -> None:
@@ -270,7 +357,7 @@ def uninstall() -> None:
     from sglang.srt.plugins.hook_registry import HookRegistry, _propagate_patch
 
     with _state.lock:
-        _state.active = False
+        _state.active = _state.captured = False
         if _state.route is not None:
             _state.route.release()
         for patch in reversed(_state.patches):

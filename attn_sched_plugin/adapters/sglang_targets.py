@@ -108,3 +108,60 @@ def method_targets(era: Era, mode: str) -> dict[str, tuple[str, ...]]:
     if mode == "replace":
         targets[PRECOMPUTE[0]] = PRECOMPUTE[1]
     return targets
+
+
+# HookRegistry's private surface the adapter needs: its public one (register, apply_hooks) can neither
+# apply one target now nor take a hook back (same shape in 0.5.11-0.5.23). name -> expected parameters
+REGISTRY_PRIVATES = {"_apply_target": ("target", "hooks")}
+REGISTRY_FUNCTIONS = {"_propagate_patch": ("original", "wrapped", "source_module")}
+
+
+def check_hook_registry() -> list[str]:
+    """What of HookRegistry's surface is missing or differently shaped (empty when all is there)."""
+    try:
+        module = pkgutil.resolve_name(HOOK_REGISTRY)
+    except (ImportError, AttributeError, ValueError) as exc:
+        return [f"cannot import {HOOK_REGISTRY} ({type(exc).__name__}: {exc})"]
+    registry, hook_type = getattr(module, "HookRegistry", None), getattr(module, "HookType", None)
+    if registry is None or hook_type is None:
+        return [f"{HOOK_REGISTRY} has no HookRegistry/HookType"]
+    problems = [f"HookType.{t} missing" for t in ("BEFORE", "AROUND") if not hasattr(hook_type, t)]
+    if not callable(getattr(registry, "register", None)):
+        problems.append("HookRegistry.register missing")
+    if not isinstance(getattr(registry, "_hooks", None), dict):
+        problems.append("HookRegistry._hooks is not a dict of target -> hooks")
+    if not isinstance(getattr(registry, "_patched", None), set):
+        problems.append("HookRegistry._patched is not a set")
+    for owner, name, leading in [(registry, n, p) for n, p in REGISTRY_PRIVATES.items()] + [
+            (module, n, p) for n, p in REGISTRY_FUNCTIONS.items()]:
+        fn = getattr(owner, name, None)
+        why = "missing" if fn is None else check_params(fn, leading)
+        if why is not None:
+            problems.append(f"{HOOK_REGISTRY}.{name}: {why}")
+    return problems
+
+
+def torch_compile_max_bs() -> int | None:
+    """The largest batch size SGLang captures under torch.compile (0 when off); None if unreadable.
+
+    Under torch.compile dynamo traces FA3 itself, so our wrapper serves none of those calls.
+    """
+    try:
+        try:
+            from sglang.srt.runtime_context import get_flags  # 0.5.16+
+        except ImportError:  # 0.5.11-0.5.15
+            from sglang.srt.server_args import get_global_server_args
+
+            args = get_global_server_args()
+            return int(args.torch_compile_max_bs) if args.enable_torch_compile else 0
+        if not get_flags().capture.enable_torch_compile:
+            return 0
+        try:
+            from sglang.srt.runtime_context import get_exec  # 0.5.23
+        except ImportError:
+            from sglang.srt.runtime_context import get_server_args
+
+            return int(get_server_args().torch_compile_max_bs)
+        return int(get_exec().graph.torch_compile_max_bs)
+    except Exception:  # noqa: BLE001 - unreadable: the caller keeps SGLang's precompute
+        return None

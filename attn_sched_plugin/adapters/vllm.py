@@ -65,7 +65,16 @@ _report: AdapterReport | None = None
 _undo: list = []  # callables restoring what install changed, in install order
 _routes: list = []  # routing.EntryRoute of each wrapped backend module
 _native = Counter()  # vLLM-supplied metadata provably computed for other parameters, by kind
-_capture_builds = threading.local()  # .depth: build_for_cudagraph_capture frames on this thread
+
+
+class _CaptureBuilds(threading.local):
+    """``build_for_cudagraph_capture`` frames on this thread. A class default: reading a missing
+    thread-local attribute costs an AttributeError (~4 us, benchmarks/results/step-hooks.json) per build."""
+
+    depth = 0
+
+
+_capture_builds = _CaptureBuilds()
 
 
 def fa3_provider():
@@ -76,32 +85,62 @@ def fa3_provider():
 
 
 def stepping(name: str, method):
-    """``method`` (the builder's metadata build ``name``) telling the routes the phase: a capture build starts a captured
-    step and routes FA3 to the wrapper; any other build (eager, PIECEWISE or FULL-replay step) routes
-    it back to FA3 itself. ``build`` called from inside ``build_for_cudagraph_capture`` changes nothing."""
-    from attn_sched_plugin.runtime import new_step
-
+    """``method`` (the builder's metadata build ``name``) telling the routes the phase: a capture build starts
+    a captured step and routes FA3 to the wrapper; the first other build after it (eager, PIECEWISE or
+    FULL-replay step, a drafter's rebuild) ends that step and routes FA3 back to FA3 itself. ``build``
+    called from inside ``build_for_cudagraph_capture`` changes nothing; a build in an unchanged phase
+    costs two checks."""
     capture = name == "build_for_cudagraph_capture"
 
     @functools.wraps(method)
     def run(self, *args, **kwargs):
-        depth = getattr(_capture_builds, "depth", 0)
+        depth = _capture_builds.depth
         if capture:
-            new_step()
-            for route in _routes:
-                route.capture()
+            _enter_capture()
             _capture_builds.depth = depth + 1
             try:
                 return method(self, *args, **kwargs)
             finally:
                 _capture_builds.depth = depth
-        if not depth:
-            for route in _routes:
-                route.release()
+        if _phase.captured and not depth:
+            _leave_capture()
         return method(self, *args, **kwargs)
 
     setattr(run, STEP_MARK, True)
     return run
+
+
+class _Phase:
+    captured = False  # a capture build ran and no other build since: the routes point at the wrapper
+
+
+_phase = _Phase()
+
+
+def _enter_capture() -> None:
+    from attn_sched_plugin.runtime import new_step
+
+    new_step()
+    _phase.captured = True
+    for route in _routes:
+        route.capture()
+
+
+def _leave_capture() -> None:
+    """End the captured step, then release the routes.
+
+    vLLM rewrites batch tensors in place between FA3 calls only before a rebuild of its own metadata
+    (the drafters' ``seq_lens`` Triton kernels, then ``build_for_drafting`` / ``update_draft_decode_metadata``:
+    docs/coverage-vllm.md). Such writes leave the version counter as it was, so the step must end here,
+    not only the route: metadata from before the write is then never reused, not even through an
+    entry another plugin rebound after us (which ``release`` leaves in place).
+    """
+    from attn_sched_plugin.runtime import new_step
+
+    _phase.captured = False
+    new_step()
+    for route in _routes:
+        route.release()
 
 
 def native_mismatch(kw: dict) -> str | None:
@@ -257,4 +296,5 @@ def attn_sched_uninstall(engine: str) -> None:
         return
     with _lock:
         _undo_all()
+        _phase.captured = False
         _report = None
