@@ -24,7 +24,7 @@ def _cell(pairs: list) -> str:
     text = f"{len(pairs) - len(bad)} of {len(pairs)} pairs identical"
     if bad:
         a, b, d = max(bad, key=lambda x: x[2]["max_abs_diff"] or 0)
-        text += (f"; worst {a} vs {b}: first at {d['first']}, {d['positions']} positions differ, "
+        text += (f"; worst {a} vs {b}: first at {d['first']}, differing positions {d['positions']}, "
                  f"max |diff| {d['max_abs_diff']:.3g}")
     return text
 

@@ -135,7 +135,7 @@ def test_serve_flags_file_then_extra_args(tmp_path):
          "(workload prefill-c8); accepted: --max-model-len >= 8500"),
         (["--engine", "sglang", "--workloads", "decode-c1", "--scale", "0.1",
           "--extra-server-args=--context-length=2000"],
-         "2176 tokens (profile window)"),
+         "2524 tokens (logprob prompts)"),
     ],
 )
 def test_bad_input_is_one_clear_line(tmp_path, args, message):
