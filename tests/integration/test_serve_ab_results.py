@@ -193,3 +193,19 @@ def test_report_and_status_commands_from_the_state_file(sglang_plan, tmp_path):
     done = subprocess.run([sys.executable, "-m", "integration.serve_ab", "report", "--out", str(tmp_path)],
                           capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert done.returncode == 2 and "not a results file of this runner" in done.stderr
+
+
+def test_warmup_servers_are_listed_but_not_compared_nor_counted(plan_from, tmp_path):
+    plan, _ = plan_from("--engine", "vllm", "--models", "m", "--variants", "off,on", "--repeats", "4", "--warmup", "1",
+                        "--workloads", "decode-c1", "--scale", "0.1", "--out", str(tmp_path / "o"))
+    state = results.State(plan)
+    for run in plan.runs():
+        cold = run.repeat == 0
+        state.runs[run.id] = record(run, tput=10.0 if cold else 100.0 + run.repeat, ids=[4, 9] if cold else None)
+        state.runs[run.id]["server"] = {"compile": "fresh: 2 compiled (24.8 s), 0 loaded (0.0 s)" if cold else
+                                        "cache: 0 compiled (0.0 s), 2 loaded (2.0 s)"}
+    text = table.report(state)
+    assert "off (n=4)" in text and "on (n=4)" in text
+    assert "| off (control) | 6 of 6 pairs identical |" in text and "FAILURE" not in text
+    assert "| Output throughput (tok/s) | 102.50 (101.75-103.25) | 102.50 (101.75-103.25) | no difference within" in text
+    assert "| m-tp1-w1-off (warm-up) | dummy | 40.0 | fresh: 2 compiled (24.8 s), 0 loaded (0.0 s) |" in text
