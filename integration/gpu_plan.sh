@@ -10,6 +10,8 @@
 #                                                     # manifest.json) -> /tmp/parts/NAME (SGLang: 3 calls)
 #   bash integration/gpu_plan.sh sglang [JOB:GPU...]  # after the last part is parked; default job sglang:any
 #   bash integration/gpu_plan.sh wait SECONDS         # follow the jobs for SECONDS, then pack
+#   bash integration/gpu_plan.sh estimate JOB         # here or there: the runner's --dry-run time estimate of a
+#                                                     # small-model job (vllm_small, sglang_small)
 # Sessions: 1st (nvidia-h200-x2) `vllm`, `sglang`; 2nd (nvidia-h200) `vllm bench_extend:0`, `park sglang-0.5.16`
 # twice, `park sglang-0.5.16 && sglang sglang_graphs:0`. What each job runs is below (the commands recorded
 # with the results).
@@ -20,7 +22,7 @@ VLLM=vllm-0.26.0
 SGLANG=sglang-0.5.16
 RUN="python3 -m integration.serve_ab run"
 VLLM_FA3=ATTN_SCHED_FA3_LIB=/tmp/engines/$VLLM/site/vllm/vllm_flash_attn/_vllm_fa3_C.abi3.so
-JOBS="vllm vllm_eager sglang bench_extend sglang_graphs"
+JOBS="vllm vllm_eager sglang bench_extend sglang_graphs vllm_small sglang_small"
 # shortened seed-PR workloads (10-minute calls): a decode phase and a prefill phase per fresh server
 SHORT="--workloads decode-c4,prefill-c8 --override decode-c4:output=128,prompts=8 --override prefill-c8:output=16,prompts=8"
 mkdir -p "$PLAN"
@@ -73,6 +75,24 @@ sglang_graphs_job() {  # SGLang with CUDA graphs under capture-scoped routing, a
   step sglang-graphs $RUN "${graphs[@]}" --models qwen3-32b-tp4-rank --repeats 1 --out $PLAN/sglang-graphs
 }
 
+# issues 20/21: the host-bound small model with seeded weights (make_models.py --weights), CUDA graphs, 1 cold
+# warm-up server then 5 fresh servers per variant, alternating; a short decode workload, logprobs and a 2 s
+# profile window (kernel census, host time per step) on every server
+SMALL=(--models gemma-3-1b-like --repeats 5 --warmup 1 --workloads decode-c4 --override decode-c4:output=128,prompts=8
+  --profile-seconds 2)
+VLLM_SMALL=(--engine vllm --env /tmp/engines/$VLLM/env.sh "${SMALL[@]}" --variants off,on
+  --extra-server-args "--max-cudagraph-capture-size 16 --max-num-seqs 16" --out $PLAN/vllm-small)
+SGLANG_SMALL=(--engine sglang --env /tmp/engines/$SGLANG/env.sh "${SMALL[@]}" --variants off,on-replace
+  --extra-server-args "--cuda-graph-max-bs 16 --max-running-requests 16" --out $PLAN/sglang-small)
+
+vllm_small_job() {
+  step vllm-small $RUN "${VLLM_SMALL[@]}"
+}
+
+sglang_small_job() {
+  step sglang-small $RUN "${SGLANG_SMALL[@]}"
+}
+
 start() {  # start NAME GPU: run NAME_job detached on that GPU, from the copy of the checkout
   touch "$PLAN/$1.started"
   setsid bash -c "export CUDA_VISIBLE_DEVICES=$2; cd $REPO && source integration/gpu_plan.sh --functions && ${1}_job; touch $PLAN/$1.done" \
@@ -105,14 +125,15 @@ pack() {
 case "${1:-}" in
   vllm)
     bash integration/engines/install.sh $VLLM || exit 1
-    python3 integration/models/make_models.py --out /tmp/models || exit 1
+    python3 integration/models/make_models.py --out /tmp/models --weights || exit 1
     setup; shift; [ $# -gt 0 ] || set -- vllm:0 vllm_eager:1; start_jobs "$@" ;;
   park)
     [ -n "${2:-}" ] || { echo "gpu_plan.sh park NAME: NAME missing (e.g. $SGLANG)" >&2; exit 2; }
     mkdir -p /tmp/parts/$2 && cp .engines/$2/* /tmp/parts/$2/ && ls -l /tmp/parts/$2 ;;
   sglang)
     bash integration/engines/install.sh $SGLANG /tmp/parts/$SGLANG || exit 1
-    [ -d /tmp/models/qwen3-32b-tp4-rank ] || python3 integration/models/make_models.py --out /tmp/models || exit 1
+    [ -f /tmp/models/gemma-3-1b-like/model.safetensors ] ||
+      python3 integration/models/make_models.py --out /tmp/models --weights || exit 1
     [ -d "$REPO" ] || setup; shift; [ $# -gt 0 ] || set -- sglang:any; start_jobs "$@" ;;
   wait)
     end=$((SECONDS + ${2:-60}))
@@ -121,5 +142,13 @@ case "${1:-}" in
       [ $busy = 1 ] || break; sleep 10
     done
     pack ;;
-  *) echo "gpu_plan.sh: unknown phase '${1:-}'; accepted: vllm, park NAME, sglang, wait SECONDS" >&2; exit 2 ;;
+  estimate)
+    case "${2:-}" in
+      vllm_small) args=("${VLLM_SMALL[@]}") ;;
+      sglang_small) args=("${SGLANG_SMALL[@]}") ;;
+      *) echo "gpu_plan.sh estimate: unknown job '${2:-}'; accepted: vllm_small, sglang_small" >&2; exit 2 ;;
+    esac
+    python3 -m integration.serve_ab run "${args[@]}" --dry-run | tail -n 1 ;;
+  *) echo "gpu_plan.sh: unknown phase '${1:-}'; accepted: vllm, park NAME, sglang, wait SECONDS, estimate JOB" >&2
+     exit 2 ;;
 esac

@@ -16,6 +16,9 @@ tokenizer to start with random weights. For each ``integration/models/configs/<n
   tokens sit at their real ids (<|endoftext|> = bos/pad 151643, <|im_end|> = eos 151645),
   ``<unk>`` at 151669 takes any other word, ``t<i>`` names every other id.
 
+``--weights`` also writes seeded normal(0, 0.02) weights (``seeded_weights.py``) for the models in
+``SEEDED``, which the runner then serves with the default loader instead of dummy weights.
+
 Needs ``tokenizers`` (on the GPU machine); run it with or without an engine's env.sh sourced.
 """
 
@@ -30,6 +33,7 @@ HERE = Path(__file__).resolve().parent
 VOCAB = 151936
 UNK_ID = 151669
 BOS_ID, EOS_ID = 151643, 151645
+SEEDED = ("gemma-3-1b-like",)  # small models that get real-scale random weights with --weights
 GENERATION_CONFIG = {"bos_token_id": BOS_ID, "eos_token_id": [EOS_ID, BOS_ID], "pad_token_id": BOS_ID, "do_sample": False}
 
 # Qwen3's added tokens (id, content, special), as in its tokenizer.json
@@ -96,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("names", nargs="*", metavar="NAME", help=f"default: all of {', '.join(models)}")
     ap.add_argument("--out", type=Path, default=Path("/tmp/models"))
+    ap.add_argument("--weights", action="store_true", help=f"also seeded weights for {', '.join(SEEDED)} (torch)")
     args = ap.parse_args(argv)
     unknown = [n for n in args.names if n not in models]
     if unknown:
@@ -114,6 +119,11 @@ def main(argv: list[str] | None = None) -> int:
         (out / "generation_config.json").write_text(json.dumps(GENERATION_CONFIG, indent=1) + "\n")
         tok.save(str(out / "tokenizer.json"))
         (out / "tokenizer_config.json").write_text(json.dumps(tokenizer_config(), indent=1) + "\n")
+        if args.weights and name in SEEDED:
+            sys.path.insert(0, str(HERE))
+            import seeded_weights
+
+            print(seeded_weights.write(out, models[name]))
         print(out)
     return 0
 

@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import commands, greedy, plan as plans, profiling, variants, workloads
+from . import commands, logprobs, plan as plans, profiling, variants, workloads
 from .errors import UsageError
 from .results import STATE, State, resume
 from .runner import Context, Settings, load_current, run_plan
@@ -57,7 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "integration/models/serve_flags.json)")
     r.add_argument("--extra-server-args", default="", help='one string added after the per-model flags, '
                                                            'e.g. "--disable-cuda-graph"')
-    r.add_argument("--greedy-tokens", type=int, default=32, help="new tokens per greedy prompt (default 32)")
+    r.add_argument("--logprob-tokens", type=int, default=24,
+                   help="new tokens per fixed logprob prompt (default 24)")
+    r.add_argument("--warmup", type=int, default=0,
+                   help="cold-compile servers per model first (not compared, not in the statistics; default 0)")
     r.add_argument("--profile-seconds", type=float, default=0.5, help="profiler window (default 0.5)")
     r.add_argument("--profile-tokens", type=int, default=2048,
                    help="max new tokens of the profile window's requests (default 2048; they are dropped after it)")
@@ -105,11 +108,12 @@ def make_plan(a: argparse.Namespace) -> plans.Plan:
         engine=a.engine, models=list(dict.fromkeys(models)), tp=_positive("--tp", a.tp), variants=chosen,
         repeats=_positive("--repeats", a.repeats), workloads=workloads.select(a.workloads, a.scale, a.override),
         server_flags={m: f + extra for m, f in flags.items()},
-        greedy_tokens=_positive("--greedy-tokens", a.greedy_tokens),
+        logprob_tokens=_positive("--logprob-tokens", a.logprob_tokens),
+        warmup=_positive("--warmup", a.warmup, 0),
         profile_seconds=_positive("--profile-seconds", a.profile_seconds, 0.05),
         profile_tokens=_positive("--profile-tokens", a.profile_tokens, 16))
     longest = max((w.longest_request(), f"workload {w.name}") for w in plan.workloads)
-    longest = max(longest, (max(greedy.PROMPT_LENGTHS) + plan.greedy_tokens, "greedy prompts"),
+    longest = max(longest, (max(logprobs.PROMPT_LENGTHS) + plan.logprob_tokens, "logprob prompts"),
                   (profiling.PROMPT_LEN + plan.profile_tokens, "profile window"))
     plans.check_context(plan, *longest)
     return plan
@@ -137,14 +141,28 @@ def dry_run(plan: plans.Plan, s: Settings) -> str:
         lines += [f"# run {i}/{len(runs)} {run.id}",
                   commands.shell(env, commands.server_argv(plan.engine, model, plan.tp, s.port,
                                                            plan.server_flags[run.model], run_dir / "traces")),
-                  f"# greedy ids: prompts of {', '.join(map(str, greedy.PROMPT_LENGTHS))} tokens x "
-                  f"{plan.greedy_tokens} new, one at a time, POST {greedy.PATH[plan.engine]}"]
+                  f"# logprobs: prompts of {', '.join(map(str, logprobs.PROMPT_LENGTHS))} tokens x "
+                  f"{plan.logprob_tokens} new, top {logprobs.TOP} (prompt top {logprobs.PROMPT_TOP}), one at a time"]
         for w in plan.workloads:
             result = commands.result_file(plan.engine, run_dir, w)
             lines.append(commands.shell({}, commands.bench_argv(plan.engine, model, s.port, w, result)))
         lines.append(f"# profile: {profiling.REQUESTS} streaming requests, POST /start_profile, "
                      f"{plan.profile_seconds} s, POST /stop_profile; then the server is stopped")
+    lines.append(f"# expected wall time: about {estimate_s(plan) / 60:.1f} min ({len(runs)} servers)")
     return "\n".join(lines)
+
+
+# Rough per-server costs on an H200 (s): a warm start, a cold first start (compile), each client's
+# start-up, the profile window's start/stop and trace write, the stop.
+START_WARM_S, START_COLD_S, CLIENT_S, PROFILE_S, STOP_S = 50.0, 150.0, 8.0, 8.0, 5.0
+
+
+def estimate_s(plan: plans.Plan) -> float:
+    """What --dry-run promises: warm starts, one cold start per model, clients, profile, logprobs, stop."""
+    per_server = START_WARM_S + STOP_S + PROFILE_S + plan.profile_seconds + len(logprobs.PROMPT_LENGTHS)
+    per_server += sum(CLIENT_S + w.num_prompts / w.concurrency * w.output_len * 0.01 for w in plan.workloads)
+    runs = len(plan.runs())
+    return runs * per_server + len(plan.models) * (START_COLD_S - START_WARM_S)
 
 
 def _runner_pid(out: Path) -> int | None:

@@ -1,6 +1,7 @@
 """The exact server and benchmark-client command lines, per engine.
 
-Servers get ``--load-format dummy`` (no weights travel) and, for vLLM, the torch profiler config the
+Servers get ``--load-format dummy`` (no weights travel) unless the model folder holds seeded
+weights (``make_models.py --weights``: safetensors, the engine's default loader), and, for vLLM, the torch profiler config the
 profile window needs; the flags in ``OWN_FLAGS`` are the runner's alone. ``python3`` is the engine
 environment's interpreter (``env.sh`` puts it first on PATH).
 """
@@ -39,8 +40,13 @@ def vllm_profiler_config(trace_dir: Path) -> str:
                        "ignore_frontend": True})
 
 
+def has_weights(model_path: Path) -> bool:
+    """Seeded weights written into the model folder: then the engine loads them instead of dummy ones."""
+    return any(model_path.glob("*.safetensors"))
+
+
 def server_argv(engine: str, model_path: Path, tp: int, port: int, flags: list[str], trace_dir: Path) -> list[str]:
-    where = ["--host", HOST, "--port", str(port), "--load-format", "dummy"]
+    where = ["--host", HOST, "--port", str(port)] + ([] if has_weights(model_path) else ["--load-format", "dummy"])
     if engine == "sglang":
         return [PYTHON, "-m", "sglang.launch_server", "--model-path", str(model_path), "--tp-size", str(tp),
                 *where, *flags]

@@ -1,7 +1,9 @@
 """A plan: what is measured (the part that must match to resume) and the list of runs in order.
 
-Runs go model by model; within a model, repeat by repeat, every variant once (off, on, ..., off,
-on, ...), so variants alternate on fresh servers and a plan cut short still has whole groups.
+Runs go model by model; within a model, first ``warmup`` servers of the first variant (repeat 0:
+they compile the model cold and are neither compared nor in the statistics), then repeat by repeat,
+every variant once (off, on, ..., off, on, ...), so variants alternate on fresh servers and a plan cut
+short still has whole groups.
 """
 
 from __future__ import annotations
@@ -36,22 +38,30 @@ class Plan:
     repeats: int
     workloads: list[wl.Workload]
     server_flags: dict[str, list[str]]  # model -> flags after the runner's own (serve_flags.json, then extra)
-    greedy_tokens: int
     profile_seconds: float
     profile_tokens: int
+    logprob_tokens: int = 24
+    warmup: int = 0  # cold-compile servers per model before the measured ones
 
     def runs(self) -> list[Run]:
-        return [Run(f"{model}-tp{self.tp}-r{repeat}-{variant}", model, variant, repeat)
-                for model in self.models
-                for repeat in range(1, self.repeats + 1)
-                for variant in self.variants]
+        out = []
+        for model in self.models:
+            out += [Run(f"{model}-tp{self.tp}-w{i}-{self.variants[0]}", model, self.variants[0], 0)
+                    for i in range(1, self.warmup + 1)]
+            out += [Run(f"{model}-tp{self.tp}-r{repeat}-{variant}", model, variant, repeat)
+                    for repeat in range(1, self.repeats + 1) for variant in self.variants]
+        return out
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_json(cls, data: dict) -> "Plan":
-        return cls(**{**data, "workloads": [wl.Workload(**w) for w in data["workloads"]]})
+        """Also a plan of an earlier runner (``greedy_tokens``, no logprobs or warm-up): fields it lacks
+        take their defaults, fields this runner no longer has are dropped."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{**{k: v for k, v in data.items() if k in known},
+                      "workloads": [wl.Workload(**w) for w in data["workloads"]]})
 
     def differences(self, other: "Plan") -> list[str]:
         """Fields in which ``other`` differs from this plan."""

@@ -1,7 +1,8 @@
 """Executing a plan: one run = one fresh server through its phases; every record written at once.
 
-Phases of a run: server start (until /health), greedy ids (also warms the server), the benchmark
-client per workload, the profile window, server stop (the whole process group, always). A failure
+Phases of a run: server start (until /health), logprobs of the fixed prompts (also warms the
+server), the benchmark client per workload, the profile window, server stop (the whole process
+group, always); then what the server log says about its compile cache, backend and graphs. A failure
 in any phase ends that run as "failed" with the error and the server log's tail; the plan goes on
 unless ``stop_on_error``. An interrupted run leaves no record, so it is run again on resume.
 """
@@ -17,7 +18,8 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import commands, environment, greedy, pluginlog, profiling, seed_baseline, server, trace, variants
+from . import (commands, environment, logprobs, pluginlog, profiling, seed_baseline, server, serverlog, trace,
+               variants)
 from .errors import RunError
 from .plan import Plan, Run
 from .results import STATE, TABLE, State, read_bench_result, write_json
@@ -116,7 +118,8 @@ def execute(plan: Plan, run: Run, s: Settings, ctx: Context) -> dict:
            "versions": ctx.versions, "cards": ctx.cards, "engine_env": str(s.env_sh or "this environment"),
            "env": own_env,
            "commands": {"server": commands.shell(own_env, argv), "bench": {}}, "server_start_s": None,
-           "greedy": None, "bench": {}, "profile": None, "plugin": None}
+           "weights": "seeded" if commands.has_weights(model_path) else "dummy",
+           "logprobs": None, "bench": {}, "profile": None, "plugin": None, "server": None}
     log = run_dir / "server.log"
     t0 = time.monotonic()
     proc = None
@@ -124,9 +127,8 @@ def execute(plan: Plan, run: Run, s: Settings, ctx: Context) -> dict:
         _phase(s.out, run, "server start")
         proc = server.start(argv, {**ctx.env, **own_env}, log, s.port)
         rec["server_start_s"] = round(server.wait_healthy(s.port, proc, s.server_timeout), 1)
-        _phase(s.out, run, "greedy ids")
-        rec["greedy"] = {"max_new_tokens": plan.greedy_tokens, "prompt_lengths": list(greedy.PROMPT_LENGTHS),
-                         "output_ids": greedy.collect(plan.engine, s.port, str(model_path), plan.greedy_tokens)}
+        _phase(s.out, run, "logprobs")
+        rec["logprobs"] = logprobs.collect(plan.engine, s.port, str(model_path), plan.logprob_tokens)
         for w in plan.workloads:
             _phase(s.out, run, f"bench {w.name}")
             result = commands.result_file(plan.engine, run_dir, w)
@@ -149,6 +151,7 @@ def execute(plan: Plan, run: Run, s: Settings, ctx: Context) -> dict:
         text = log.read_text(errors="replace") if log.exists() else ""
         lines = pluginlog.extract(text)
         rec["plugin"] = {"lines": lines, **pluginlog.digest(lines)}
+        rec["server"] = serverlog.extract(text)
         if rec["status"] != "ok":
             rec["log_tail"] = text.splitlines()[-LOG_TAIL:]
         rec["wall_s"] = round(time.monotonic() - t0, 1)

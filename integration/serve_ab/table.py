@@ -1,8 +1,9 @@
-"""The report: SGLang PR #20943's table per model (mean, spread, delta vs ``off``) and a checks table.
+"""The report per model: speed as median (IQR) with a 95% interval of each delta vs ``off``, exactness
+by logprobs against every ``off`` server, the kernel census per decode step, and what each server's
+log says about its compile cache, backend and graphs.
 
-A value is the mean over a variant's ok runs with its min-max range. A delta is "noise" when the
-two min-max ranges overlap: the variants are not told apart by these runs. With one run on either
-side there is no range, so the delta carries "(1 run)" instead of a noise call.
+Warm-up servers (repeat 0, the cold compile) are listed but neither compared nor in any statistic.
+A delta reads "no difference within ±x%" only when its interval says so (``stats.verdict``).
 """
 
 from __future__ import annotations
@@ -10,35 +11,25 @@ from __future__ import annotations
 import statistics
 from collections import Counter
 
-from . import greedy
+from . import census, exactness, serverlog, stats as st
 from .plan import HEADLINE_RUNS
 from .results import METRICS, State
 from .variants import DESCRIPTIONS, OFF
 
-
-def stats(values: list[float]) -> dict:
-    return {"mean": statistics.fmean(values), "lo": min(values), "hi": max(values), "n": len(values)}
+HIGHER_IS_BETTER = {"output_throughput": True}
 
 
-def noise(ref: dict, other: dict) -> bool | None:
-    """Whether the ranges overlap; None when either side has a single run."""
-    if ref["n"] < 2 or other["n"] < 2:
-        return None
-    return ref["lo"] <= other["hi"] and other["lo"] <= ref["hi"]
-
-
-def value_cell(s: dict | None) -> str:
-    if s is None:
+def value_cell(values: list[float]) -> str:
+    if not values:
         return "-"
-    return f"{s['mean']:.2f}" if s["n"] == 1 else f"{s['mean']:.2f} ({s['lo']:.2f}-{s['hi']:.2f})"
+    s = st.median_iqr(values)
+    return f"{s['median']:.2f}" if s["n"] == 1 else f"{s['median']:.2f} ({s['q1']:.2f}-{s['q3']:.2f})"
 
 
-def delta_cell(ref: dict | None, other: dict | None) -> str:
-    if ref is None or other is None or ref["mean"] == 0:
+def delta_cell(key: str, off: list[float], other: list[float]) -> str:
+    if not off or not other or min(off + other) <= 0:
         return "-"
-    text = f"{(other['mean'] - ref['mean']) / ref['mean'] * 100:+.1f}%"
-    call = noise(ref, other)
-    return text + (" (1 run)" if call is None else " noise" if call else "")
+    return st.verdict(st.shift(off, other), HIGHER_IS_BETTER.get(key, False))
 
 
 def _ok(state: State, model: str) -> dict[str, list[dict]]:
@@ -46,7 +37,7 @@ def _ok(state: State, model: str) -> dict[str, list[dict]]:
     out: dict[str, list[dict]] = {v: [] for v in state.plan.variants}
     for run in state.plan.runs():
         rec = state.runs.get(run.id)
-        if run.model == model and rec and rec["status"] == "ok":
+        if run.model == model and run.repeat > 0 and rec and rec["status"] == "ok":
             out[run.variant].append(rec)
     return out
 
@@ -63,9 +54,11 @@ def _header(state: State) -> list[str]:
              f"{ok} of {len(runs)} runs ok, {failed} failed, {len(runs) - ok - failed} not run; "
              f"{plan.repeats} fresh servers per variant and model, variants alternating.", ""]
     lines += [f"- `{v}`: {DESCRIPTIONS[plan.engine][v]}" for v in plan.variants]
-    lines += ["", "Values: mean (min-max) over a variant's ok runs. Delta: mean vs `off`; \"noise\" = the two "
-              "min-max ranges overlap; \"(1 run)\" = no range, no noise call. Fewer than "
-              f"{HEADLINE_RUNS} ok runs = exploratory."]
+    lines += ["", f"{plan.warmup} warm-up server(s) per model first (cold compile; not compared, not in the "
+              "statistics)." if plan.warmup else "No warm-up server: the first server's cold compile is in the numbers.",
+              "", "Values: median (IQR) over a variant's ok servers. Delta vs `off`: Hodges-Lehmann shift of the log "
+              "ratio with its exact Mann-Whitney 95% interval, in %; \"no difference within ±x%\" only when the "
+              f"interval holds 0. Fewer than {HEADLINE_RUNS} ok runs = exploratory."]
     short = [f"{w.name}: {w.shortened()}" for w in plan.workloads if w.shortened()]
     if short:
         lines += ["", "Shortened from the seed PR's workloads (time limits on the GPU machine): " + "; ".join(short)
@@ -84,24 +77,12 @@ def _metric_table(plan, by_variant: dict[str, list[dict]]) -> list[str]:
     rows = ["| " + " | ".join(head) + " |", "|---|---|" + "---:|" * (len(head) - 2)]
     for w in plan.workloads:
         for key, label in METRICS:
-            s = {v: stats([r["bench"][w.name][key] for r in recs]) if recs else None
-                 for v, recs in by_variant.items()}
-            cells = [w.label(), label, value_cell(s[OFF])]
+            vals = {v: [r["bench"][w.name][key] for r in recs] for v, recs in by_variant.items()}
+            cells = [w.label(), label, value_cell(vals[OFF])]
             for v in others:
-                cells += [value_cell(s[v]), delta_cell(s[OFF], s[v])]
+                cells += [value_cell(vals[v]), delta_cell(key, vals[OFF], vals[v])]
             rows.append("| " + " | ".join(cells) + " |")
     return rows
-
-
-def _greedy_cell(reference: dict | None, recs: list[dict]) -> str:
-    if not recs or reference is None:
-        return "-"
-    diffs = [(r["id"], greedy.first_difference(reference["greedy"]["output_ids"], r["greedy"]["output_ids"]))
-             for r in recs]
-    bad = [(i, d) for i, d in diffs if d]
-    if not bad:
-        return f"yes ({len(recs)} runs)"
-    return f"NO in {len(bad)} of {len(recs)}: {bad[0][0]}: {bad[0][1]}"
 
 
 def _prepare_cell(recs: list[dict]) -> str:
@@ -126,11 +107,9 @@ def _range_cell(values: list) -> str:
 
 
 def _checks_table(plan, by_variant: dict[str, list[dict]]) -> list[str]:
-    pool = by_variant[OFF] or [r for v in plan.variants for r in by_variant[v]]
-    reference = pool[0] if pool else None
-    rows = ["| Variant | Greedy ids identical | Prepare launches / decode step | Plugin lines "
+    rows = ["| Variant | Prepare launches / decode step | Plugin lines "
             "| Launches avoided per run | Passed through (all runs) | Graph replays per run |",
-            "|---|---|---|---|---|---|---|"]
+            "|---|---|---|---|---|---|"]
     for v in plan.variants:
         recs = by_variant[v]
         activations = sorted({", ".join(f"{k} x{n}" for k, n in sorted(r["plugin"]["activation"].items())) or "none"
@@ -141,7 +120,7 @@ def _checks_table(plan, by_variant: dict[str, list[dict]]) -> list[str]:
             passed.update((s or {}).get("passthrough", {}))
         passed_cell = ", ".join(f"{k}={n}" for k, n in sorted(passed.items())) or ("none" if any(summaries) else "-")
         rows.append("| " + " | ".join([
-            v, _greedy_cell(reference, recs), _prepare_cell(recs), " / ".join(activations) or "-",
+            v, _prepare_cell(recs), " / ".join(activations) or "-",
             _range_cell([s["launches_avoided"] if s else None for s in summaries]), passed_cell,
             _range_cell([s["replays"] if s else None for s in summaries])]) + " |")
     return rows
@@ -155,9 +134,17 @@ def report(state: State) -> str:
         recs = [r for v in plan.variants for r in by_variant[v]]
         lines += ["", f"## {model}, TP{plan.tp}", ""]
         lines += _metric_table(plan, by_variant)
-        lines += ["", "Checks (greedy ids vs the first ok `off` run; prepare launches from the profiler window; "
-                  "plugin lines and the latest summary of every process, summed):", ""]
+        rows, failures = exactness.verdict(plan.variants, by_variant)
+        lines += ["", "Exactness (prompt and top-k output logprobs of fixed prompts, temperature 0, each server "
+                  "against every `off` server; off-vs-off is the control):", ""] + rows
+        lines += [""] + failures if failures else []
+        lines += ["", "Kernel census per decode step (profile window; median over a variant's servers; count / GPU "
+                  "us; host = the engine's own per-step annotation):", ""] + census.table(plan.variants, by_variant)
+        lines += ["", "Checks (prepare launches from the profiler window; plugin lines and the latest summary of "
+                  "every process, summed):", ""]
         lines += _checks_table(plan, by_variant)
+        lines += ["", "Servers (what besides our calls can differ: compile cache, backend, graphs; from each "
+                  "server log):", ""] + serverlog.table(state, model)
         if recs:
             starts = [r["server_start_s"] for r in recs]
             lines += ["", f"Server start {min(starts):.0f}-{max(starts):.0f} s. Server command ({recs[0]['id']}; "

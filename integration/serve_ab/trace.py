@@ -1,45 +1,89 @@
-"""``prepare_varlen_num_blocks`` launches per decode step, counted in a chrome trace (.json / .json.gz).
+"""Per-decode-step kernel census from a chrome trace (.json / .json.gz) of one process / rank.
 
 Method: in a window of pure decode, every attention layer makes exactly one FA3 forward call per
 step, and each call runs one main kernel (``FlashAttnFwdSm90``; a split-KV combine is a separate
-``FlashAttnFwdCombine``). So ``steps = FA3 main kernels / attention layers`` and
-``prepare per step = prepare kernels / steps``. Both counts come from the same window, so steps the
-profiler cut at its edges cancel out. Kernels replayed from CUDA graphs appear in the trace as
-kernel events like eager ones. Traces are not needed after this: the counts are what is kept.
+``FlashAttnFwdCombine``). So ``steps = FA3 main kernels / attention layers`` and every count or GPU
+time per step is the window's total / steps. Both come from the same window, so steps the profiler
+cut at its edges cancel out. Kernels replayed from CUDA graphs appear as kernel events like eager
+ones. GPU busy is the union of all device intervals (kernels, memsets, memcpys); the step period is
+the span from the first to the last device event / steps. Host time per step comes from the
+engine's own per-step CPU annotation where it records one (vLLM's worker wraps every
+``execute_model`` in ``execute_context_N(..)_generation_M(..)``; decode steps have ``context_0``);
+SGLang's profile window records GPU activity only, so there it is None. Traces are not needed after
+this: the census is what is kept.
 """
 
 from __future__ import annotations
 
 import gzip
 import json
+import re
+import statistics
 from pathlib import Path
 
 PREPARE = "prepare_varlen_num_blocks"
 FA3_MAIN = "FlashAttnFwdSm90"
+COMBINE = "FlashAttnFwdCombine"
+FILL = re.compile(r"fill|memset", re.IGNORECASE)
+DEVICE = {"kernel", "gpu_memset", "gpu_memcpy"}
+DECODE_STEP = re.compile(r"^execute_context_0\(0\)_generation_\d+")
+KINDS = ("fa3_main", "combine", "prepare", "memset_fill", "other")
 
 
-def kernel_names(path: Path):
+def events(path: Path) -> list[dict]:
     opener = gzip.open if path.name.endswith(".gz") else open
     with opener(path, "rt", encoding="utf-8") as f:
         data = json.load(f)
-    events = data.get("traceEvents", []) if isinstance(data, dict) else data
-    for ev in events:
-        if isinstance(ev, dict) and str(ev.get("cat", "")).lower() == "kernel":
-            yield str(ev.get("name", ""))
+    out = data.get("traceEvents", []) if isinstance(data, dict) else data
+    return [ev for ev in out if isinstance(ev, dict)]
+
+
+def kind(ev: dict) -> str:
+    name = str(ev.get("name", ""))
+    for key, marker in (("prepare", PREPARE), ("fa3_main", FA3_MAIN), ("combine", COMBINE)):
+        if marker in name:
+            return key
+    return "memset_fill" if str(ev.get("cat", "")).lower() == "gpu_memset" or FILL.search(name) else "other"
+
+
+def _busy(intervals: list[tuple[float, float]]) -> float:
+    total, end = 0.0, float("-inf")
+    for a, b in sorted(intervals):
+        if b > end:
+            total += b - max(a, end)
+            end = b
+    return total
 
 
 def count(path: Path) -> dict:
-    """Prepare and FA3-main kernel events of one trace (one process / rank)."""
-    prepare = fa3 = 0
-    for name in kernel_names(path):
-        prepare += PREPARE in name
-        fa3 += FA3_MAIN in name
-    return {"file": path.name, "prepare": prepare, "fa3_main": fa3}
+    """Counts and GPU time (us) per kernel kind, busy and span of the device events, host step times."""
+    evs = events(path)
+    device = [ev for ev in evs if str(ev.get("cat", "")).lower() in DEVICE]
+    counts = {k: 0 for k in KINDS}
+    gpu_us = {k: 0.0 for k in KINDS}
+    intervals = []
+    for ev in device:
+        k = kind(ev)
+        counts[k] += 1
+        dur = float(ev.get("dur", 0.0))
+        gpu_us[k] += dur
+        ts = float(ev.get("ts", 0.0))
+        intervals.append((ts, ts + dur))
+    host = [float(ev["dur"]) for ev in evs if ev.get("cat") == "user_annotation" and ev.get("ph") == "X"
+            and DECODE_STEP.match(str(ev.get("name", "")))]
+    return {"file": path.name, "prepare": counts["prepare"], "fa3_main": counts["fa3_main"], "counts": counts,
+            "gpu_us": {k: round(v, 3) for k, v in gpu_us.items()}, "busy_us": round(_busy(intervals), 3),
+            "span_us": round(max(b for _, b in intervals) - min(a for a, _ in intervals), 3) if intervals else 0.0,
+            "host_step_us": ({"median": statistics.median(host), "n": len(host)} if host else None)}
 
 
 def per_step(counts: dict, layers: int) -> dict:
-    """Decode steps in the window and prepare launches per step (None without FA3 kernels)."""
+    """Decode steps in the window and the census per step (None values without FA3 kernels)."""
     if counts["fa3_main"] == 0:
-        return {"steps": 0.0, "prepare_per_step": None}
+        return {"steps": 0.0, "prepare_per_step": None, "per_step": None}
     steps = counts["fa3_main"] / layers
-    return {"steps": steps, "prepare_per_step": counts["prepare"] / steps}
+    per = {"count": {k: n / steps for k, n in counts.get("counts", {}).items()},
+           "gpu_us": {k: us / steps for k, us in counts.get("gpu_us", {}).items()}}
+    if "busy_us" in counts:
+        per["busy_us"], per["period_us"] = counts["busy_us"] / steps, counts["span_us"] / steps
+    return {"steps": steps, "prepare_per_step": counts["prepare"] / steps, "per_step": per}

@@ -28,7 +28,8 @@ LAYER_KINDS = {"sliding_attention", "full_attention"}
 
 
 def test_the_issue_s_models_are_shipped():
-    assert {"qwen3-32b", "qwen3-32b-tp4-rank", "gemma-3-like", "cohere2-like", "qwen3-32b-tp4-rank-eagle3"} <= set(CONFIGS)
+    assert {"qwen3-32b", "qwen3-32b-tp4-rank", "gemma-3-like", "cohere2-like", "qwen3-32b-tp4-rank-eagle3",
+            "gemma-3-1b-like", "gpt-oss-20b-like"} <= set(CONFIGS)
 
 
 @pytest.mark.parametrize("name", sorted(CONFIGS))
@@ -44,13 +45,31 @@ def test_config_is_self_consistent(name):
         assert len(layers) == c["num_hidden_layers"] and set(layers) <= LAYER_KINDS
 
 
-@pytest.mark.parametrize(("name", "local_per_global", "window"), [("gemma-3-like", 5, 1024), ("cohere2-like", 3, 4096)])
+@pytest.mark.parametrize(("name", "local_per_global", "window"),
+                         [("gemma-3-like", 5, 1024), ("gemma-3-1b-like", 5, 512), ("cohere2-like", 3, 4096)])
 def test_mixed_window_models_interleave_local_and_global_layers(name, local_per_global, window):
     c = CONFIGS[name]
     period = local_per_global + 1
     assert c["layer_types"] == [("full_attention" if (i + 1) % period == 0 else "sliding_attention")
                                 for i in range(c["num_hidden_layers"])]
     assert c["sliding_window"] == window and c["sliding_window_pattern"] == period
+
+
+def test_small_gemma_has_gemma_3_1b_s_text_shape():
+    c = CONFIGS["gemma-3-1b-like"]
+    shape = {k: c[k] for k in ("num_hidden_layers", "hidden_size", "intermediate_size", "num_attention_heads",
+                               "num_key_value_heads", "head_dim", "query_pre_attn_scalar")}
+    assert shape == {"num_hidden_layers": 26, "hidden_size": 1152, "intermediate_size": 6912, "num_attention_heads": 4,
+                     "num_key_value_heads": 1, "head_dim": 256, "query_pre_attn_scalar": 256}
+    assert "gemma-3-1b-like" in make_models.SEEDED and c["tie_word_embeddings"]
+
+
+def test_gpt_oss_like_alternates_sliding_128_and_full_with_moe():
+    c = CONFIGS["gpt-oss-20b-like"]
+    assert c["layer_types"] == ["sliding_attention", "full_attention"] * 12 and c["sliding_window"] == 128
+    assert (c["num_attention_heads"], c["num_key_value_heads"], c["head_dim"]) == (64, 8, 64)
+    assert (c["num_local_experts"], c["num_experts_per_tok"]) == (32, 4) and "quantization_config" not in c
+    assert "gpt-oss-20b-like" in FLAGS["vllm"] and "gpt-oss-20b-like" not in FLAGS["sglang"]
 
 
 def test_tp4_rank_is_the_full_model_split_by_four():

@@ -57,6 +57,22 @@ def test_vllm_plan_alternates_variants_on_fresh_servers(tmp_path):
     assert len(traces) == 12  # each run profiles into its own dir
 
 
+def test_warmup_servers_come_first_per_model_and_the_dry_run_ends_with_an_estimate(tmp_path):
+    lines = dry_run("--engine", "vllm", "--models", "gemma-3-1b-like,gemma-3-like", "--variants", "off,on",
+                    "--repeats", "2", "--warmup", "1", "--workloads", "decode-c4", "--override",
+                    "decode-c4:output=128,prompts=8", "--profile-seconds", "2", "--out", str(tmp_path / "o"))
+    run_ids = [line.split()[-1] for line in lines if line.startswith("# run ")]
+    assert run_ids == ["gemma-3-1b-like-tp1-w1-off", "gemma-3-1b-like-tp1-r1-off", "gemma-3-1b-like-tp1-r1-on",
+                       "gemma-3-1b-like-tp1-r2-off", "gemma-3-1b-like-tp1-r2-on", "gemma-3-like-tp1-w1-off",
+                       "gemma-3-like-tp1-r1-off", "gemma-3-like-tp1-r1-on", "gemma-3-like-tp1-r2-off",
+                       "gemma-3-like-tp1-r2-on"]
+    # 10 servers: 50 s start + 5 stop + 8 + 2 profile + 4 logprob prompts + 8 client + 2 waves x 128 x 10 ms;
+    # plus 100 s more for each model's cold start
+    per_server = 50 + 5 + 8 + 2 + 4 + 8 + 8 / 4 * 128 * 0.01
+    assert lines[-1] == f"# expected wall time: about {(10 * per_server + 2 * 100) / 60:.1f} min (10 servers)"
+    assert any(line.startswith("# logprobs: prompts of 16, 300, 1000, 2500 tokens x 24 new") for line in lines)
+
+
 def test_sglang_variants_differ_only_in_their_environment(tmp_path):
     out = tmp_path / "o"
     lines = dry_run("--engine", "sglang", "--models", "qwen3-32b-tp4-rank", "--repeats", "1", "--out", str(out))
@@ -135,7 +151,7 @@ def test_serve_flags_file_then_extra_args(tmp_path):
          "(workload prefill-c8); accepted: --max-model-len >= 8500"),
         (["--engine", "sglang", "--workloads", "decode-c1", "--scale", "0.1",
           "--extra-server-args=--context-length=2000"],
-         "2176 tokens (profile window)"),
+         "2524 tokens (logprob prompts)"),
     ],
 )
 def test_bad_input_is_one_clear_line(tmp_path, args, message):

@@ -60,6 +60,21 @@ SERVER = textwrap.dedent("""
             out[-1] += 1
         return out
 
+    def logprob_answer(body, out):
+        # the engines' logprob answer shapes (vLLM 0.26 completions, SGLang 0.5.16 /generate meta_info)
+        prompt = body.get("input_ids") or body["prompt"]
+        lps = [-(t % 7) / 8 - (0.001 if differ and i == len(out) - 1 else 0.0) for i, t in enumerate(out)]
+        if "input_ids" in body:
+            return {"output_ids": out, "meta_info": {
+                "input_token_logprobs": [[None, prompt[0], None]] + [[-1.0, t, None] for t in prompt[1:]],
+                "output_token_logprobs": [[lp, t, None] for lp, t in zip(lps, out)],
+                "input_top_logprobs": [None] + [[[-0.5, 3, None]] for _ in prompt[1:]],
+                "output_top_logprobs": [[[lp, t, None]] for lp, t in zip(lps, out)]}}
+        return {"choices": [{"token_ids": out, "prompt_token_ids": prompt, "logprobs": {
+            "token_logprobs": lps, "tokens": [f"token_id:{t}" for t in out],
+            "top_logprobs": [{f"token_id:{t}": lp} for lp, t in zip(lps, out)]},
+            "prompt_logprobs": [None] + [{str(t): {"logprob": -1.0}, "3": {"logprob": -0.5}} for t in prompt[1:]]}]}
+
     def trace(directory):
         os.makedirs(directory, exist_ok=True)
         per_layer = baseline
@@ -99,8 +114,7 @@ SERVER = textwrap.dedent("""
                     except (BrokenPipeError, ConnectionResetError):
                         pass
                     return
-                answer = {"output_ids": out} if self.path == "/generate" else {"choices": [{"token_ids": out}]}
-                return self._reply(200, answer)
+                return self._reply(200, logprob_answer(body, out))
             if self.path == "/start_profile":
                 if engine == "sglang":
                     state["dir"] = body["output_dir"]
@@ -176,7 +190,7 @@ def serve_ab(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
 
 def plan_args(engine_name, engine_dir, models_dir, out, *extra):
     return ["run", "--engine", engine_name, "--env", str(engine_dir / "env.sh"), "--models", "m",
-            "--models-dir", str(models_dir), "--workloads", "decode-c1", "--scale", "0.01", "--greedy-tokens", "8",
+            "--models-dir", str(models_dir), "--workloads", "decode-c1", "--scale", "0.01", "--logprob-tokens", "8",
             "--profile-seconds", "0.1", "--profile-tokens", "300", "--port", str(_free_port()),
             "--server-timeout", "60", "--out", str(out), *extra]
 
@@ -200,7 +214,8 @@ def test_sglang_plan_end_to_end(tmp_path, engine, models_dir):
     for rec in runs.values():
         assert rec["status"] == "ok", rec
         assert rec["bench"]["decode-c1"]["output_throughput"] == 100.0
-        assert [len(x) for x in rec["greedy"]["output_ids"]] == [8, 8, 8]
+        assert [len(x["output_ids"]) for x in rec["logprobs"]["prompts"]] == [8, 8, 8, 8]
+        assert rec["weights"] == "dummy" and "--load-format dummy" in rec["commands"]["server"]
         assert rec["server_start_s"] >= 0 and "sglang.launch_server" in rec["commands"]["server"]
         assert (out / "runs" / f"{rec['id']}.json").exists()
     per_step = {v: r["profile"]["ranks"][0]["prepare_per_step"] for v, r in
@@ -217,8 +232,9 @@ def test_sglang_plan_end_to_end(tmp_path, engine, models_dir):
     for s in started:
         assert not _alive(s["pid"]) and not _alive(s["child"])
     table = (out / "table.md").read_text()
-    assert "| off | yes (1 runs) | 1.00 (>= 10 steps) |" in table
-    assert f"| seed-baseline | yes (1 runs) | {LAYERS:.2f} (>= 10 steps) |" in table
+    assert "| off | 1.00 (>= 10 steps) |" in table
+    assert f"| seed-baseline | {LAYERS:.2f} (>= 10 steps) |" in table
+    assert "| on-replace | 1 of 1 pairs identical |" in table
     assert not (out / "current.json").exists() and not (out / "runner.pid").exists()
 
 
@@ -242,7 +258,10 @@ def test_failed_runs_are_recorded_the_plan_goes_on_and_retries_on_request(tmp_pa
     assert serve_ab(*args, "--retry-failed").returncode == 0
     assert len(servers(engine)) == 4
     table = (out / "table.md").read_text()
-    assert "| on | NO in 2 of 2: m-tp1-r1-on: prompt 0 differs at token 7 |" in table
+    assert "| off (control) | 1 of 1 pairs identical |" in table
+    assert ("| on | 0 of 4 pairs identical; worst m-tp1-r1-on vs m-tp1-r1-off: first at prompt 0 (16 tokens) "
+            "output_ids[7], differing positions 12, max |diff| 0.126 |") in table
+    assert "FAILURE: on: 4 of 4 pairs differ while the 1 off-vs-off pairs are identical" in table
 
 
 def test_stop_on_error_and_a_failing_client(tmp_path, engine, models_dir):

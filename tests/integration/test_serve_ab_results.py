@@ -57,18 +57,19 @@ def test_missing_result_file():
         results.read_bench_result("sglang", Path("/nonexistent/absent.jsonl"))
 
 
-# ---- the noise rule and the cells ----------------------------------------------------------------
+# ---- the cells ----------------------------------------------------------------------------------
 
-def test_noise_when_ranges_overlap_only():
-    off = table.stats([100.0, 102.0, 101.0])
-    assert table.noise(off, table.stats([101.5, 103.0, 104.0])) is True   # 101.5 inside [100, 102]
-    assert table.noise(off, table.stats([102.5, 103.0, 103.5])) is False  # fully above
-    assert table.noise(off, table.stats([90.0, 99.0])) is False
-    assert table.noise(off, table.stats([105.0])) is None                 # one run: no range, no call
-    assert table.delta_cell(off, table.stats([102.5, 103.0, 103.5])) == "+2.0%"
-    assert table.delta_cell(off, table.stats([101.5, 103.0, 104.0])) == "+1.8% noise"
-    assert table.delta_cell(off, table.stats([105.0])) == "+4.0% (1 run)"
-    assert table.value_cell(off) == "101.00 (100.00-102.00)" and table.value_cell(table.stats([5.0])) == "5.00"
+def test_value_and_delta_cells():
+    off = [100.0, 101.0, 102.0, 103.0, 104.0]
+    assert table.value_cell(off) == "102.00 (101.00-103.00)" and table.value_cell([5.0]) == "5.00"
+    assert table.value_cell([]) == "-"
+    faster = [x * 1.05 for x in off]
+    assert table.delta_cell("output_throughput", off, faster).startswith("gain 5.0% (CI +")
+    assert table.delta_cell("mean_tpot_ms", off, faster).startswith("slower 5.0% (CI +")
+    assert table.delta_cell("mean_tpot_ms", off, [101.5, 100.5, 103.5, 102.5, 104.5]).startswith(
+        "no difference within ±")
+    assert table.delta_cell("mean_tpot_ms", off[:1], faster[:1]) == "+5.0% (n=1/1: too few servers for a 95% interval)"
+    assert table.delta_cell("mean_tpot_ms", [], faster) == "-"
 
 
 # ---- records, state, report ----------------------------------------------------------------------
@@ -82,7 +83,9 @@ def record(run, status="ok", tput=100.0, ids=None, per_step=1.0, avoided=None, a
         "id": run.id, "model": run.model, "tp": 1, "variant": run.variant, "repeat": run.repeat, "status": status,
         "error": error, "versions": {"sglang": "0.5.16"}, "cards": ["NVIDIA H200"], "server_start_s": 40.0,
         "wall_s": 90.0, "commands": {"server": "python3 -m sglang.launch_server --model-path m", "bench": {}},
-        "greedy": {"output_ids": ids or [[1, 2, 3], [4, 5, 6]]},
+        "logprobs": {"prompt_lengths": [2], "prompts": [{"output_ids": ids or [4, 5], "chosen": [-1.0, -2.0],
+                                                         "output_top": [[[4, -1.0]], [[5, -2.0]]],
+                                                         "prompt_chosen": [None, -3.0], "prompt_top": [None, [[7, -3.0]]]}]},
         "bench": {"decode-c1": _bench(tput)},
         "profile": {"ranks": [{"file": "t.json.gz", "prepare": 10, "fa3_main": 40, "steps": 10.0,
                                "prepare_per_step": per_step}]},
@@ -110,7 +113,7 @@ def test_report_tables(sglang_plan):
             run, tput=tputs[v][run.repeat - 1], per_step={"off": 1.0, "on-replace": 1.0, "seed-baseline": 4.0}[v],
             avoided=None if v != "on-replace" else 1000 + run.repeat,
             activation={"active": 1, "inactive": 1} if v == "on-replace" else {"disabled": 2},
-            ids=[[1, 2, 3], [4, 5, 9]] if run.id == "m-tp1-r2-on-replace" else None)
+            ids=[4, 9] if run.id == "m-tp1-r2-on-replace" else None)
     text = table.report(state)
     lines = text.splitlines()
     assert lines[0] == "# Serving A/B: sglang 0.5.16, TP1, on 1x NVIDIA H200"
@@ -119,12 +122,18 @@ def test_report_tables(sglang_plan):
            "prompts 4 -> 1." in text
     assert ("| Workload | Metric | off (n=3) | on-replace (n=3) | delta on-replace | seed-baseline (n=3) "
             "| delta seed-baseline |") in lines
-    assert ("| BS=1 Decode-heavy (input=500, output=800 of 8K) | Output throughput (tok/s) | 101.00 (100.00-102.00) "
-            "| 106.00 (105.00-107.00) | +5.0% | 99.33 (98.00-101.00) | -1.7% noise |") in lines
-    assert "| off | yes (3 runs) | 1.00 (>= 10 steps) | disabled x2 | - | - | - |" in lines
-    assert ("| on-replace | NO in 1 of 3: m-tp1-r2-on-replace: prompt 1 differs at token 2 | 1.00 (>= 10 steps) "
-            "| active x1, inactive x1 | 1001-1003 | sglang_outside_fa_backend=6 | - |") in lines
-    assert "| seed-baseline | yes (3 runs) | 4.00 (>= 10 steps) | disabled x2 | - | - | - |" in lines
+    assert ("| BS=1 Decode-heavy (input=500, output=800 of 8K) | Output throughput (tok/s) | 101.00 (100.50-101.50) "
+            "| 106.00 (105.50-106.50) | +5.0% (n=3/3: too few servers for a 95% interval) | 99.00 (98.50-100.00) "
+            "| -2.0% (n=3/3: too few servers for a 95% interval) |") in lines
+    assert "| off (control) | 3 of 3 pairs identical |" in lines
+    assert ("| on-replace | 6 of 9 pairs identical; worst m-tp1-r2-on-replace vs m-tp1-r1-off: first at prompt 0 "
+            "(2 tokens) output_ids[1], differing positions 1, max |diff| 0 |") in lines
+    assert any(line.startswith("FAILURE: on-replace: 3 of 9 pairs differ while the 3 off-vs-off pairs") for line in lines)
+    assert "| seed-baseline | 9 of 9 pairs identical |" in lines
+    assert "| off | 1.00 (>= 10 steps) | disabled x2 | - | - | - |" in lines
+    assert ("| on-replace | 1.00 (>= 10 steps) | active x1, inactive x1 | 1001-1003 | sglang_outside_fa_backend=6 "
+            "| - |") in lines
+    assert "| seed-baseline | 4.00 (>= 10 steps) | disabled x2 | - | - | - |" in lines
 
 
 def test_report_marks_exploratory_and_failed_runs(sglang_plan):
@@ -137,7 +146,7 @@ def test_report_marks_exploratory_and_failed_runs(sglang_plan):
     text = table.report(state)
     assert "2 of 9 runs ok, 1 failed, 6 not run" in text
     assert "off (n=1, exploratory)" in text and "seed-baseline (n=0, exploratory)" in text
-    assert "| 100.00 | 110.00 | +10.0% (1 run) | - | - |" in text
+    assert "| 100.00 | 110.00 | +10.0% (n=1/1: too few servers for a 95% interval) | - | - |" in text
     assert text.rstrip().endswith("- m-tp1-r1-seed-baseline: server exited with status 1 before it was healthy")
 
 
@@ -184,3 +193,19 @@ def test_report_and_status_commands_from_the_state_file(sglang_plan, tmp_path):
     done = subprocess.run([sys.executable, "-m", "integration.serve_ab", "report", "--out", str(tmp_path)],
                           capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert done.returncode == 2 and "not a results file of this runner" in done.stderr
+
+
+def test_warmup_servers_are_listed_but_not_compared_nor_counted(plan_from, tmp_path):
+    plan, _ = plan_from("--engine", "vllm", "--models", "m", "--variants", "off,on", "--repeats", "4", "--warmup", "1",
+                        "--workloads", "decode-c1", "--scale", "0.1", "--out", str(tmp_path / "o"))
+    state = results.State(plan)
+    for run in plan.runs():
+        cold = run.repeat == 0
+        state.runs[run.id] = record(run, tput=10.0 if cold else 100.0 + run.repeat, ids=[4, 9] if cold else None)
+        state.runs[run.id]["server"] = {"compile": "fresh: 2 compiled (24.8 s), 0 loaded (0.0 s)" if cold else
+                                        "cache: 0 compiled (0.0 s), 2 loaded (2.0 s)"}
+    text = table.report(state)
+    assert "off (n=4)" in text and "on (n=4)" in text
+    assert "| off (control) | 6 of 6 pairs identical |" in text and "FAILURE" not in text
+    assert "| Output throughput (tok/s) | 102.50 (101.75-103.25) | 102.50 (101.75-103.25) | no difference within" in text
+    assert "| m-tp1-w1-off (warm-up) | dummy | 40.0 | fresh: 2 compiled (24.8 s), 0 loaded (0.0 s) |" in text

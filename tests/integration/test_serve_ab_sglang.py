@@ -23,7 +23,7 @@ pytest.importorskip("sglang")
 
 from sglang.srt.server_args import prepare_server_args
 
-from integration.serve_ab import commands, greedy, profiling, results, seed_baseline, variants
+from integration.serve_ab import commands, greedy, logprobs, profiling, results, seed_baseline, variants
 
 pytestmark = [pytest.mark.sglang, pytest.mark.filterwarnings("ignore::FutureWarning"),
               pytest.mark.filterwarnings("ignore::DeprecationWarning"), pytest.mark.filterwarnings("ignore::UserWarning")]
@@ -120,6 +120,18 @@ def test_greedy_and_profile_bodies_are_what_sglang_reads(tmp_path):
     assert (prof.output_dir, prof.activities, prof.with_stack, prof.record_shapes) == (
         str(tmp_path.resolve()), ["GPU"], False, False)
     assert prof.num_steps is None and not prof.profile_by_stage  # started now, stopped by /stop_profile
+
+
+def test_logprob_body_is_what_sglang_reads_and_its_answer_keys_exist():
+    from pydantic import TypeAdapter
+    from sglang.srt.managers import tokenizer_manager
+    from sglang.srt.managers.io_struct import GenerateReqInput
+
+    req = TypeAdapter(GenerateReqInput).validate_python(logprobs.request_body("sglang", "m", [7, 8, 9], 24))
+    assert (req.return_logprob, req.top_logprobs_num, req.logprob_start_len) == (True, logprobs.TOP, 0)
+    source = inspect.getsource(tokenizer_manager.TokenizerManager.add_logprob_to_meta_info)
+    for key in ("input_token_logprobs", "output_token_logprobs", "input_top_logprobs", "output_top_logprobs"):
+        assert f'meta_info["{key}"]' in source
 
 
 PROBE = r"""

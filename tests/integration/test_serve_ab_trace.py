@@ -53,8 +53,10 @@ def write(path, events, wrapped=True):
                                            ("bare.json", False)])
 def test_per_layer_prepare_is_one_per_layer_per_step(tmp_path, name, wrapped):
     counts = trace.count(write(tmp_path / name, decode_steps(12, 64, prepare_per_layer=True), wrapped))
-    assert counts == {"file": name, "prepare": 12 * 64, "fa3_main": 12 * 64}
-    assert trace.per_step(counts, layers=64) == {"steps": 12.0, "prepare_per_step": 64.0}
+    assert (counts["file"], counts["prepare"], counts["fa3_main"]) == (name, 12 * 64, 12 * 64)
+    assert counts["counts"] == {"fa3_main": 768, "combine": 768, "prepare": 768, "memset_fill": 0, "other": 12}
+    got = trace.per_step(counts, layers=64)
+    assert (got["steps"], got["prepare_per_step"], got["per_step"]["count"]["other"]) == (12.0, 64.0, 1.0)
 
 
 def test_shared_metadata_is_one_per_step_even_with_cut_steps(tmp_path):
@@ -68,7 +70,7 @@ def test_old_capitalised_category_counts_and_no_fa3_gives_none(tmp_path):
     counts = trace.count(write(tmp_path / "t.json", [kernel(PREPARE, cat="Kernel"), kernel(MAIN, cat="Kernel")]))
     assert (counts["prepare"], counts["fa3_main"]) == (1, 1)
     empty = trace.count(write(tmp_path / "e.json", [kernel("void other_kernel()")]))
-    assert trace.per_step(empty, layers=4) == {"steps": 0.0, "prepare_per_step": None}
+    assert trace.per_step(empty, layers=4) == {"steps": 0.0, "prepare_per_step": None, "per_step": None}
 
 
 def test_real_trace_from_an_h200():
@@ -77,4 +79,33 @@ def test_real_trace_from_an_h200():
     path = Path(__file__).with_name("data") / "torch-2.11-h200-fa3-eager.trace.json.gz"
     counts = trace.count(path)
     assert (counts["prepare"], counts["fa3_main"]) == (60, 60)
-    assert trace.per_step(counts, layers=12) == {"steps": 5.0, "prepare_per_step": 12.0}
+    assert counts["counts"] == {"fa3_main": 60, "combine": 60, "prepare": 60, "memset_fill": 0, "other": 0}
+    assert counts["gpu_us"] == {"fa3_main": 1404.983, "combine": 180.258, "prepare": 112.187, "memset_fill": 0.0,
+                                "other": 0.0}
+    # some kernels overlap (the union is less than the sum); eager launches leave gaps in the span
+    assert counts["busy_us"] == 1617.713 < sum(counts["gpu_us"].values())
+    assert counts["span_us"] == 9873.037 and counts["host_step_us"] is None
+    got = trace.per_step(counts, layers=12)
+    assert (got["steps"], got["prepare_per_step"]) == (5.0, 12.0)
+    assert got["per_step"]["busy_us"] == pytest.approx(323.54, abs=0.01)
+    assert got["per_step"]["period_us"] == pytest.approx(1974.61, abs=0.01)
+
+
+def timed(name, ts, dur, cat="kernel"):
+    return {"ph": "X", "cat": cat, "name": name, "pid": 0, "tid": 7, "ts": ts, "dur": dur}
+
+
+def test_busy_is_the_union_of_overlapping_device_intervals_and_host_steps_come_from_vllm_annotations(tmp_path):
+    events = [timed(MAIN, 0, 10), timed(COMBINE, 5, 10), timed(PREPARE, 2, 2),  # one inside another
+              timed("Memset (Device)", 30, 2, cat="gpu_memset"),
+              timed("void at::native::vectorized_elementwise_kernel<4, at::native::FillFunctor<int>>()", 40, 1),
+              timed("void other()", 50, 10),
+              # vLLM 0.26 gpu_worker.annotate_profile names; a prefill step's annotation is not a decode step
+              timed("execute_context_0(0)_generation_4(4)", 0, 300.0, cat="user_annotation"),
+              timed("execute_context_0(0)_generation_4(4)", 400, 500.0, cat="user_annotation"),
+              timed("execute_context_1(500)_generation_3(3)", 900, 9000.0, cat="user_annotation"),
+              timed("execute_context_0(0)_generation_4(4)", 0, 1.0, cat="gpu_user_annotation")]
+    counts = trace.count(write(tmp_path / "t.json", events))
+    assert counts["counts"] == {"fa3_main": 1, "combine": 1, "prepare": 1, "memset_fill": 2, "other": 1}
+    assert counts["busy_us"] == 15 + 2 + 1 + 10 and counts["span_us"] == 60
+    assert counts["host_step_us"] == {"median": 400.0, "n": 2}

@@ -16,7 +16,7 @@ pytest.importorskip("vllm")
 
 from vllm.entrypoints.cli.main import main as vllm_main
 
-from integration.serve_ab import commands, greedy, results
+from integration.serve_ab import commands, greedy, logprobs, results
 
 pytestmark = pytest.mark.vllm
 
@@ -144,3 +144,18 @@ def test_greedy_body_is_a_greedy_completion_request_returning_ids():
     assert (req.prompt, req.max_tokens, req.temperature, req.ignore_eos, req.return_token_ids, req.stream) == (
         [7, 8, 9], 32, 0, True, True, False)
     assert "token_ids" in CompletionResponseChoice.model_fields
+
+
+def test_logprob_body_is_a_completion_request_with_prompt_and_top_k_logprobs():
+    try:
+        from vllm.entrypoints.openai.completion.protocol import CompletionRequest, CompletionResponseChoice
+    except ImportError:  # before the per-endpoint split of the OpenAI protocol module
+        from vllm.entrypoints.openai.protocol import CompletionRequest, CompletionResponseChoice
+
+    req = CompletionRequest.model_validate(logprobs.request_body("vllm", "/tmp/models/m", [7, 8, 9], 24))
+    assert (req.prompt, req.max_tokens, req.temperature, req.logprobs, req.prompt_logprobs) == (
+        [7, 8, 9], 24, 0, logprobs.TOP, logprobs.PROMPT_TOP)
+    assert req.return_tokens_as_token_ids and req.return_token_ids and not req.stream
+    sp = req.to_sampling_params(max_tokens=24, default_sampling_params={})
+    assert (sp.logprobs, sp.prompt_logprobs) == (logprobs.TOP, logprobs.PROMPT_TOP)
+    assert {"prompt_logprobs", "prompt_token_ids", "logprobs", "token_ids"} <= set(CompletionResponseChoice.model_fields)

@@ -1,0 +1,48 @@
+"""The report's kernel census per decode step: one row per variant, the median over its servers.
+
+Per step (``trace.per_step``): count and GPU time of FA3 main, combine, prepare, memsets / fills and
+all other kernels; GPU busy (union of device intervals) and the step period; host time of the
+engine's step where its profiler records one. Ranks of a server are averaged; records of an earlier
+runner (counts only) show the prepare column alone.
+"""
+
+from __future__ import annotations
+
+import statistics
+
+from .trace import KINDS
+
+LABELS = {"fa3_main": "FA3 main", "combine": "combine", "prepare": "prepare", "memset_fill": "memset/fill",
+          "other": "other"}
+
+
+def _server(rec: dict) -> dict | None:
+    """One server's census per step, ranks averaged; None without FA3 kernels."""
+    ranks = [x for x in (rec.get("profile") or {}).get("ranks", []) if x.get("per_step")]
+    if not ranks:
+        return None
+    mean = lambda f: statistics.fmean(f(x) for x in ranks)  # noqa: E731
+    out = {f"{k}_n": mean(lambda x: x["per_step"]["count"][k]) for k in KINDS}
+    out.update({f"{k}_us": mean(lambda x: x["per_step"]["gpu_us"][k]) for k in KINDS})
+    out["busy_us"] = mean(lambda x: x["per_step"]["busy_us"])
+    out["period_us"] = mean(lambda x: x["per_step"]["period_us"])
+    hosts = [x["host_step_us"]["median"] for x in ranks if x.get("host_step_us")]
+    out["host_us"] = statistics.fmean(hosts) if hosts else None
+    return out
+
+
+def table(variants: list[str], by_variant: dict[str, list[dict]]) -> list[str]:
+    head = ["Variant", "servers"] + [LABELS[k] for k in KINDS] + ["GPU busy us", "step period us", "host us / step"]
+    rows = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+    for v in variants:
+        per = [c for c in (_server(r) for r in by_variant[v]) if c]
+        if not per:
+            rows.append(f"| {v} | 0 |" + " - |" * (len(head) - 2))
+            continue
+        med = lambda key: statistics.median(c[key] for c in per)  # noqa: E731
+        cells = [v, str(len(per))] + [f"{med(k + '_n'):.1f} / {med(k + '_us'):.1f}" for k in KINDS]
+        cells += [f"{med('busy_us'):.0f}", f"{med('period_us'):.0f}"]
+        hosts = [c["host_us"] for c in per if c["host_us"] is not None]
+        cells.append(f"{statistics.median(hosts):.0f}" if hosts else "n/a (no per-step CPU annotation)")
+        rows.append("| " + " | ".join(cells) + " |")
+    return rows

@@ -1,0 +1,66 @@
+"""The exactness verdict of one model: every server's logprobs against every ``off`` server's.
+
+Off-vs-off pairs are the control: when they all agree, the engine is bitwise reproducible across
+fresh servers, and a plugin-on server that differs from them is a FAILURE. When the controls
+themselves differ, no on-server difference can be blamed on the plugin, and the report says so.
+Records of an earlier runner carry greedy ids only; they are compared by ids, and say so.
+"""
+
+from __future__ import annotations
+
+from . import greedy, logprobs
+from .variants import OFF
+
+
+def _pairs(recs: list[dict], refs: list[dict]) -> list[tuple[str, str, dict | None]]:
+    return [(r["id"], ref["id"], logprobs.compare(ref["logprobs"], r["logprobs"]))
+            for r in recs for ref in refs if ref["id"] != r["id"]]
+
+
+def _cell(pairs: list) -> str:
+    if not pairs:
+        return "- (no pair)"
+    bad = [(a, b, d) for a, b, d in pairs if d]
+    text = f"{len(pairs) - len(bad)} of {len(pairs)} pairs identical"
+    if bad:
+        a, b, d = max(bad, key=lambda x: x[2]["max_abs_diff"] or 0)
+        text += (f"; worst {a} vs {b}: first at {d['first']}, differing positions {d['positions']}, "
+                 f"max |diff| {d['max_abs_diff']:.3g}")
+    return text
+
+
+def _greedy_cell(reference: dict | None, recs: list[dict]) -> str:
+    if not recs or reference is None:
+        return "-"
+    diffs = [(r["id"], greedy.first_difference(reference["greedy"]["output_ids"], r["greedy"]["output_ids"]))
+             for r in recs]
+    bad = [(i, d) for i, d in diffs if d]
+    if not bad:
+        return f"greedy ids only (older record): identical ({len(recs)} runs)"
+    return f"greedy ids only (older record): NO in {len(bad)} of {len(recs)}: {bad[0][0]}: {bad[0][1]}"
+
+
+def verdict(variants: list[str], by_variant: dict[str, list[dict]]) -> tuple[list[str], list[str]]:
+    """Table rows (variant | vs every off server) and the FAILURE lines."""
+    offs = by_variant.get(OFF, [])
+    rows, failures = ["| Variant | Logprobs vs every `off` server (bitwise) |", "|---|---|"], []
+    if any(r.get("logprobs") is None for v in variants for r in by_variant[v]):
+        pool = offs or [r for v in variants for r in by_variant[v]]
+        return rows + [f"| {v} | {_greedy_cell(pool[0] if pool else None, by_variant[v])} |" for v in variants], []
+    controls = _pairs(offs, offs)
+    controls = [p for p in controls if p[0] > p[1]]  # each unordered pair once
+    controls_agree = bool(controls) and not any(d for _, _, d in controls)
+    for v in variants:
+        pairs = controls if v == OFF else _pairs(by_variant[v], offs)
+        rows.append(f"| {v}{' (control)' if v == OFF else ''} | {_cell(pairs)} |")
+        bad = [p for p in pairs if p[2]]
+        if v != OFF and bad:
+            if controls_agree:
+                failures.append(f"FAILURE: {v}: {len(bad)} of {len(pairs)} pairs differ while the {len(controls)} "
+                                f"off-vs-off pairs are identical (first: {bad[0][0]} vs {bad[0][1]} at "
+                                f"{bad[0][2]['first']})")
+            else:
+                failures.append(f"unexplained: {v} differs from off in {len(bad)} of {len(pairs)} pairs, but the "
+                                "off controls do not agree among themselves (or there are fewer than 2 off servers):"
+                                " no verdict on the plugin")
+    return rows, failures

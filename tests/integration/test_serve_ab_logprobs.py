@@ -1,0 +1,108 @@
+"""Logprob exactness: engine answers (shapes from vLLM 0.26.0 / SGLang 0.5.16 sources, recorded in
+data/) parsed to one canonical form, compared bitwise, and the per-model verdict with its controls."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from integration.serve_ab import exactness, logprobs
+from integration.serve_ab.errors import RunError
+
+DATA = Path(__file__).with_name("data")
+VLLM = json.loads((DATA / "vllm-0.26.0-completion-logprobs.json").read_text())
+SGLANG = json.loads((DATA / "sglang-0.5.16-generate-logprobs.json").read_text())
+
+
+def test_both_engines_parse_to_the_same_pairs():
+    got = logprobs.parse("vllm", VLLM)
+    assert got == logprobs.parse("sglang", SGLANG)
+    assert got["output_ids"] == [11, 12] and got["prompt_chosen"] == [None, -11.5, -9.75]
+    assert got["output_top"][1] == [[11, -1.2039728164672852], [12, -1.0986123085021973]]
+
+
+def test_request_bodies_name_the_engines_fields():
+    v = logprobs.request_body("vllm", "m", [1, 2], 24)
+    assert (v["logprobs"], v["prompt_logprobs"], v["return_tokens_as_token_ids"], v["temperature"]) == (20, 5, True, 0)
+    s = logprobs.request_body("sglang", "m", [1, 2], 24)
+    assert (s["return_logprob"], s["top_logprobs_num"], s["logprob_start_len"]) == (True, 20, 0)
+    assert [len(p) for p in logprobs.prompts()] == [16, 300, 1000, 2500] and logprobs.prompts() == logprobs.prompts()
+
+
+def test_decoded_token_keys_are_refused():
+    bad = copy.deepcopy(VLLM)
+    bad["choices"][0]["logprobs"]["tokens"][0] = "t11"
+    with pytest.raises(RunError, match="token_id:N"):
+        logprobs.parse("vllm", bad)
+
+
+def _record(answer=VLLM, engine="vllm"):
+    return {"prompt_lengths": [3], "prompts": [logprobs.parse(engine, answer)]}
+
+
+def test_json_keeps_every_bit_and_one_ulp_is_a_difference():
+    ref = _record()
+    assert logprobs.compare(ref, json.loads(json.dumps(ref))) is None
+    other = copy.deepcopy(ref)
+    x = other["prompts"][0]["output_top"][1][0][1]
+    other["prompts"][0]["output_top"][1][0][1] = math.nextafter(x, 0.0)
+    d = logprobs.compare(ref, json.loads(json.dumps(other)))
+    assert d["first"] == "prompt 0 (3 tokens) output_top[1]" and d["positions"] == 1
+    assert 0 < d["max_abs_diff"] < 1e-15
+    other = copy.deepcopy(ref)
+    other["prompts"][0]["chosen"][1] = math.nextafter(other["prompts"][0]["chosen"][1], 0.0)
+    assert logprobs.compare(ref, json.loads(json.dumps(other)))["first"] == "prompt 0 (3 tokens) chosen[1]"
+
+
+def test_first_difference_is_the_earliest_section_and_ids_count():
+    ref = _record()
+    other = copy.deepcopy(ref)
+    other["prompts"][0]["prompt_top"][2][0][1] = -1.5   # prompt position 2: prefill differs
+    other["prompts"][0]["output_ids"][1] = 13
+    d = logprobs.compare(ref, other)
+    assert d["first"] == "prompt 0 (3 tokens) prompt_top[2]" and d["positions"] == 2 and d["max_abs_diff"] == 0.375
+
+
+def _rec(rid, variant, lp):
+    return {"id": rid, "variant": variant, "logprobs": lp}
+
+
+def _shifted(by):
+    rec = _record()
+    rec["prompts"][0]["chosen"][0] += by
+    return rec
+
+
+def test_verdict_off_controls_agree_and_on_differs_is_a_failure():
+    same, diff = _record(), _shifted(1e-4)
+    by = {"off": [_rec("a-off", "off", same), _rec("b-off", "off", same), _rec("c-off", "off", same)],
+          "on": [_rec("a-on", "on", same), _rec("b-on", "on", diff)]}
+    rows, failures = exactness.verdict(["off", "on"], by)
+    assert "| off (control) | 3 of 3 pairs identical |" in rows
+    assert rows[-1].startswith("| on | 3 of 6 pairs identical; worst b-on vs a-off: first at prompt 0 (3 tokens) "
+                               "chosen[0], differing positions 1, max |diff| 0.0001")
+    assert failures == ["FAILURE: on: 3 of 6 pairs differ while the 3 off-vs-off pairs are identical (first: b-on vs "
+                        "a-off at prompt 0 (3 tokens) chosen[0])"]
+
+
+def test_verdict_without_agreeing_controls_blames_nobody():
+    by = {"off": [_rec("a-off", "off", _record()), _rec("b-off", "off", _shifted(1e-3))],
+          "on": [_rec("a-on", "on", _shifted(2e-3))]}
+    rows, failures = exactness.verdict(["off", "on"], by)
+    assert rows[2].startswith("| off (control) | 0 of 1 pairs identical")
+    assert len(failures) == 1 and failures[0].startswith("unexplained: on differs from off in 2 of 2 pairs")
+
+
+def test_verdict_all_identical_has_no_failure_and_old_records_say_ids_only():
+    same = _record()
+    by = {"off": [_rec("a-off", "off", same), _rec("b-off", "off", same)], "on": [_rec("a-on", "on", same)]}
+    rows, failures = exactness.verdict(["off", "on"], by)
+    assert rows[2:] == ["| off (control) | 1 of 1 pairs identical |", "| on | 2 of 2 pairs identical |"]
+    assert failures == []
+    old = {"off": [{"id": "x", "greedy": {"output_ids": [[1, 2]]}}], "on": [{"id": "y", "greedy": {"output_ids": [[1, 3]]}}]}
+    rows, failures = exactness.verdict(["off", "on"], old)
+    assert rows[-1] == "| on | greedy ids only (older record): NO in 1 of 1: y: prompt 0 differs at token 1 |"
