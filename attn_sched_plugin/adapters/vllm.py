@@ -87,7 +87,7 @@ def stepping(name: str, method):
                 _capture_builds.depth = depth
         if not depth:
             for route in _routes:
-                route.release()
+                route.eager()
         return method(self, *args, **kwargs)
 
     setattr(run, STEP_MARK, True)
