@@ -37,7 +37,8 @@ MAX_REJECTED = 1024
 # got 2" / "scheduler_metadata dimension 0 must have size 5, got 9"
 _REJECTION = re.compile(r"\bscheduler_metadata (?:dimension \d+ )?must ")
 # RuntimeError subclasses that are never a refusal: they propagate exactly as FA3 alone raises them
-_NOT_REJECTIONS = tuple(getattr(torch, name) for name in ("OutOfMemoryError", "AcceleratorError") if hasattr(torch, name))
+_NOT_REJECTIONS = tuple(getattr(torch, name) for name in ("OutOfMemoryError", "AcceleratorError")
+                        if hasattr(torch, name))
 
 
 def is_wrapped(fn) -> bool:

@@ -5,7 +5,8 @@ source tree on ``PYTHONPATH``; a graph whose capture avoided launches is replaye
 per replay is compared with the unwrapped replay. ``--before TREE`` also measures another source tree
 (e.g. a checkout of the previous version) in a subprocess, so one JSON holds both.
 
-    PYTHONPATH=. python benchmarks/replay_overhead.py --before /path/to/old/tree --out benchmarks/results/replay-overhead-cpu.json
+    PYTHONPATH=. python benchmarks/replay_overhead.py --before OLD_TREE \
+        --out benchmarks/results/replay-overhead-cpu.json
 """
 
 from __future__ import annotations
@@ -73,7 +74,8 @@ def main() -> None:
         return
     result = {"command": "python " + " ".join([os.path.relpath(__file__, ROOT)] + sys.argv[1:]),
               "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python "
-                         f"{platform.python_version()}",
+                         f"{platform.python_version()}, load average {os.getloadavg()[0]:.1f} (a shared machine: "
+                         "compare within one run)",
               "method": f"best of {args.repeats} runs of {args.n} replays of a fake CUDAGraph whose replay does "
                         "nothing; added_ns_per_replay = wrapped - plain",
               "after": measure(args.n, args.repeats)}

@@ -96,7 +96,8 @@ def _replay_step(self, *args, **kwargs) -> None:
 def _eager_step(self, *args, **kwargs) -> None:
     if _state.active:
         _state.eager = True
-        _state.route.release() if getattr(self, "_disable_scheduler_metadata_precompute", False) else _state.route.eager()
+        guarded = getattr(self, "_disable_scheduler_metadata_precompute", False)  # SGLang's guard, as at capture
+        _state.route.release() if guarded else _state.route.eager()
 
 
 def _out_graph_step(self, forward_batch, in_capture=False, *args, **kwargs) -> None:

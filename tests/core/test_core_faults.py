@@ -20,7 +20,7 @@ import pytest
 import torch
 from core_calls import kvcache_call, varlen_call
 
-from attn_sched_plugin import activation, context, graphs, interceptor, once, plugins, runtime, stats, switches
+from attn_sched_plugin import activation, context, graphs, interceptor, once, runtime, stats, switches
 from attn_sched_plugin.adapters.routing import EntryRoute
 from attn_sched_plugin.conventions import KVCACHE, VARLEN
 from attn_sched_plugin.hookspecs import hookimpl
@@ -30,22 +30,6 @@ from attn_sched_plugin.verify import bitwise_equal
 
 ROOT = Path(__file__).resolve().parents[2]
 KEEP = ("q", "k_cache", "v_cache", "cache_seqlens", "page_table")
-
-
-@pytest.fixture
-def register():
-    """Register plugins on the process manager for one test only (the last registered is called first)."""
-    pm = plugins.manager()
-    added = []
-
-    def add(plugin, name):
-        pm.register(plugin, name=name)
-        added.append(plugin)
-        return plugin
-
-    yield add
-    for plugin in added:
-        pm.unregister(plugin)
 
 
 @pytest.fixture
@@ -264,8 +248,9 @@ def test_fa3_refusing_the_metadata_is_retried_also_under_verify(ref, tally, capl
 
 def test_the_reference_refuses_with_fa3s_own_messages(ref):
     call = kvcache_call(b=2)
+    wrong_dtype = torch.tensor([0x5A3F, 1], dtype=torch.int64)
     for metadata, message in ((torch.zeros(3, dtype=torch.int32), "scheduler_metadata must have shape"),
-                              (torch.tensor([0x5A3F, 1], dtype=torch.int64), "scheduler_metadata must have dtype int32")):
+                              (wrong_dtype, "scheduler_metadata must have dtype int32")):
         with pytest.raises(RuntimeError, match=message.replace("(", r"\(")) as info:
             ref.flash_attn_with_kvcache(**call, scheduler_metadata=metadata)
         assert interceptor.is_rejection(info.value)
