@@ -73,8 +73,9 @@ def captured(graph, capture_id: int) -> None:
 
 def _retire(count: _Count) -> None:
     with _lock:
-        _live.discard(count)
-        _add(_retired, count)
+        if count in _live:  # not forgotten by ``reset``
+            _live.discard(count)
+            _add(_retired, count)
 
 
 def _add(totals: Counter, count: _Count) -> None:

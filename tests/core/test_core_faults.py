@@ -8,6 +8,7 @@ that the error FA3 alone raises was raised.
 
 from __future__ import annotations
 
+import gc
 import logging
 import subprocess
 import sys
@@ -516,3 +517,18 @@ def test_uninstall_leaves_a_replay_wrapper_installed_after_ours(fake_graph_class
     graphs.uninstall()
     assert fake_graph_class.replay is theirs  # another library's, kept
     assert fake_graph_class.capture_end is FakeGraph.capture_end  # ours, undone
+
+
+def test_a_collected_graph_keeps_its_replays_in_the_totals():
+    class Graph:  # weak-referenceable, as torch.cuda.CUDAGraph is
+        pass
+
+    graph = Graph()
+    graphs.book(9, 5)
+    graphs.captured(graph, 9)
+    for _ in range(3):
+        graphs.replayed(graph)
+    del graph
+    gc.collect()
+    assert graphs._live == set()
+    assert graphs.totals() == {"graphs": 1, "replays": 3, "launches_avoided": 15}
