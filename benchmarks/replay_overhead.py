@@ -72,7 +72,7 @@ def main() -> None:
     if args.json_only:
         print(json.dumps(measure(args.n, args.repeats)))
         return
-    result = {"command": "python " + " ".join([os.path.relpath(__file__, ROOT)] + sys.argv[1:]),
+    result = {"command": "PYTHONPATH=. python " + " ".join([os.path.relpath(__file__, ROOT)] + sys.argv[1:]),
               "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python "
                          f"{platform.python_version()}, load average {os.getloadavg()[0]:.1f} (a shared machine: "
                          "compare within one run)",
@@ -84,6 +84,8 @@ def main() -> None:
         out = subprocess.run([sys.executable, __file__, "--json-only", "--n", str(args.n), "--repeats",
                               str(args.repeats)], env=env, capture_output=True, text=True, check=True, cwd=args.before)
         result["before"] = json.loads(out.stdout.strip().splitlines()[-1])
+        commit = subprocess.run(["git", "-C", args.before, "rev-parse", "HEAD"], capture_output=True, text=True)
+        result["before"]["tree"] = f"{args.before} at {commit.stdout.strip() or 'an unknown commit'}"
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:
