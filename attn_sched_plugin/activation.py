@@ -6,7 +6,7 @@ import logging
 import sys
 import threading
 
-from . import graphs, plugins, switches
+from . import context, graphs, plugins, switches
 from .report import AdapterReport
 
 log = logging.getLogger("attn_sched_plugin")
@@ -35,19 +35,17 @@ def instrument(engine: str) -> AdapterReport | None:
             log.info("attn-sched: disabled by ATTN_SCHED_DISABLE; %s left untouched", engine)
             _installed[engine] = None
             return None
-        try:
-            report = plugins.load_adapters().hook.attn_sched_install(engine=engine)
-        except Exception as exc:  # a failing adapter must not stop the engine
-            log.warning("attn-sched: adapter for %s failed to install (%s: %s); %s left untouched",
-                        engine, type(exc).__name__, exc, engine)
-            report = None
+        plugins.load_adapters()
+        # the install hook is firstresult, but pluggy's own call would stop at the first adapter that
+        # raises (the last registered: a third party's before ours): each runs guarded, by name
+        report = next((r for _, r in plugins.each("attn_sched_install", engine=engine)), None)
+        if report is None:
+            log.info("attn-sched: no adapter installed for engine %r; nothing patched", engine)
         else:
-            if report is None:
-                log.info("attn-sched: no adapter serves engine %r; nothing patched", engine)
-            else:
-                log.info("%s", report.one_line())
-                if report.active:
-                    graphs.install()  # replays of the graphs the adapter's captures record are counted
+            log.info("%s", report.one_line())
+            if report.active:
+                graphs.install()  # replays of the graphs the adapter's captures record are counted
+                context.capture_ids_readable()  # when not: one line now, not silence after "active"
         _installed[engine] = report
         return report
 
@@ -56,7 +54,7 @@ def uninstrument(engine: str) -> None:
     """Undo ``instrument(engine)``; the engine runs exactly as without the plugin afterwards."""
     with _lock:
         if _installed.pop(engine, None) is not None:
-            plugins.manager().hook.attn_sched_uninstall(engine=engine)
+            plugins.notify("attn_sched_uninstall", engine=engine)
         if not any(report is not None and report.active for report in _installed.values()):
             graphs.uninstall()
 

@@ -1,9 +1,11 @@
 """Where a call runs: device, stream and CUDA-graph capture, as part of the reuse key.
 
-Metadata depends on the current device's SM count; FA3 rewrites the tile semaphore inside the
-tensor in every call, so one tensor must not serve two streams at once; and a tensor computed
-outside a capture (or in another capture) is never written by this graph's replays. Calls in
-different contexts therefore never share metadata.
+Metadata depends on the device's SM count; FA3 rewrites the tile semaphore inside the tensor in
+every call, so one tensor must not serve two streams at once; and a tensor computed outside a
+capture (or in another capture) is never written by this graph's replays. Calls in different
+contexts therefore never share metadata. The device is the call's tensors' device, and the
+stream that device's current stream: FA3 runs there (it guards to q's device), whatever the
+thread's current device is.
 """
 
 from __future__ import annotations
@@ -18,48 +20,60 @@ log = logging.getLogger("attn_sched_plugin")
 
 NOT_CAPTURING = 0
 UNKNOWN_CAPTURE = -1
+DRIVER = "libcuda.so.1"
+_ACTIVE = 1  # CU_STREAM_CAPTURE_STATUS_ACTIVE (0: none, 2: invalidated)
 
 _CPU = ("cpu", 0, NOT_CAPTURING)  # device, stream, capture
 
 
 @functools.lru_cache(maxsize=1)
 def _capture_info_fn():
-    """``cudaStreamGetCaptureInfo`` from the CUDA runtime torch already loaded, or None.
+    """``cuStreamGetCaptureInfo`` of the CUDA driver, or None (logged once).
 
-    Its first three parameters (stream, status*, id*) are the same in every CUDA release; the
-    later output pointers are passed as NULL, which every release accepts.
+    The driver, not a runtime: a process has exactly one driver, while loading a ``libcudart`` by
+    name can load a second runtime next to torch's and query that one. The plain symbol keeps its
+    CUDA 11.3 ABI (stream, status*, id*) in every later driver (cuda.h maps the API name to
+    ``_v2`` / ``_v3`` by macro; the old symbol stays for old binaries). Four NULLs follow, so a
+    build whose symbol took the longer signature gets NULL optional outputs, which it accepts.
+    Opening the driver does not initialise CUDA.
     """
-    for soname in ("libcudart.so.13", "libcudart.so.12", "libcudart.so.11.0", "libcudart.so"):
-        try:
-            fn = ctypes.CDLL(soname).cudaStreamGetCaptureInfo
-        except (OSError, AttributeError):
-            continue
-        fn.restype = ctypes.c_int
-        fn.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_int), ctypes.POINTER(ctypes.c_ulonglong)] + [
-            ctypes.c_void_p
-        ] * 4
-        return fn
-    log.warning("attn-sched: CUDA runtime's cudaStreamGetCaptureInfo not found; calls inside CUDA-graph captures pass through")
-    return None
+    try:
+        fn = ctypes.CDLL(DRIVER).cuStreamGetCaptureInfo
+    except (OSError, AttributeError) as exc:
+        log.warning("attn-sched: cuStreamGetCaptureInfo not readable from %s (%s); calls inside CUDA-graph "
+                    "captures pass through (capture_unidentified) and graphs share nothing", DRIVER, exc)
+        return None
+    fn.restype = ctypes.c_int
+    fn.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_int), ctypes.POINTER(ctypes.c_ulonglong)] + [
+        ctypes.c_void_p
+    ] * 4
+    return fn
+
+
+def capture_ids_readable() -> bool:
+    """Whether capture ids can be read here (the activation line and the doctor say so when not)."""
+    return _capture_info_fn() is not None
 
 
 def capture_id(stream: int) -> int:
-    """The unique id of the capture running on ``stream``, or ``UNKNOWN_CAPTURE``."""
+    """The unique id of the capture running on ``stream``, ``NOT_CAPTURING``, or ``UNKNOWN_CAPTURE``."""
     fn = _capture_info_fn()
     if fn is None:
         return UNKNOWN_CAPTURE
     status, ident = ctypes.c_int(0), ctypes.c_ulonglong(0)
-    if fn(stream, ctypes.byref(status), ctypes.byref(ident), None, None, None, None) != 0 or status.value != 1:
+    if fn(stream, ctypes.byref(status), ctypes.byref(ident), None, None, None, None) != 0:
         return UNKNOWN_CAPTURE
-    return ident.value
+    if status.value == NOT_CAPTURING:
+        return NOT_CAPTURING
+    return ident.value if status.value == _ACTIVE else UNKNOWN_CAPTURE
 
 
 def current(t: torch.Tensor) -> tuple:
     """(device, stream, capture id) for a call whose batch tensors include ``t``."""
     if not t.is_cuda:
         return _CPU
-    device = torch.cuda.current_device()
+    device = t.get_device()
     stream = torch._C._cuda_getCurrentRawStream(device)
-    if torch.cuda.is_current_stream_capturing():
-        return (device, stream, capture_id(stream))
-    return (device, stream, NOT_CAPTURING)
+    if device == torch.cuda.current_device() and not torch.cuda.is_current_stream_capturing():
+        return (device, stream, NOT_CAPTURING)  # the common case, without a driver call
+    return (device, stream, capture_id(stream))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.metadata as md
 import os
 
-from . import __version__, plugins, switches
+from . import __version__, context, plugins, switches
 from .providers import BUILDS, provider_for
 
 ENGINE_GROUPS = {"sglang": ("sglang.srt.plugins", "SGLANG_PLUGINS"), "vllm": ("vllm.general_plugins", "VLLM_PLUGINS")}
@@ -48,7 +48,8 @@ def _gpu() -> dict:
             return {"available": False, "reason": "torch.cuda.is_available() is False", "torch": torch.__version__}
         props = torch.cuda.get_device_properties(0)
         return {"available": True, "name": props.name, "capability": f"{props.major}.{props.minor}",
-                "hopper": props.major == 9, "count": torch.cuda.device_count(), "torch": torch.__version__}
+                "hopper": props.major == 9, "count": torch.cuda.device_count(), "torch": torch.__version__,
+                "capture_ids_readable": context.capture_ids_readable()}
     except Exception as exc:  # the doctor reports, it does not fail
         return {"available": False, "reason": f"{type(exc).__name__}: {exc}"}
 
@@ -97,6 +98,9 @@ def _verdict(r: dict) -> tuple[bool, str, str | None]:
     supported = [e for e in installed if e["supported"]]
     loaded = [e for e in supported if r["entry_points"].get(e["engine"], {}).get("will_load")]
     serving = [e for e in loaded if r["fa3_builds"].get(e["fa3_build"], {}).get("usable")]
+    if serving and r["gpu"].get("capture_ids_readable") is False:  # every routed call would pass through
+        return (False, f"CUDA-graph capture ids are not readable (cuStreamGetCaptureInfo from {context.DRIVER})",
+                f"run where the CUDA driver's {context.DRIVER} loads")
     if serving:
         return True, "active for " + ", ".join(f"{e['engine']} {e['installed_version']}" for e in serving), None
     if loaded:  # the adapter would decline: its FA3 build (or the op) is not usable here
@@ -157,6 +161,7 @@ def render(r: dict) -> str:
     lines.extend(f"  {build:<16} {_build(build, b)}" for build, b in r["fa3_builds"].items())
     g = r["gpu"]
     lines.append("GPU: " + (f"{g['name']} (sm {g['capability']}{', Hopper' if g['hopper'] else ', not Hopper'}) x{g['count']}"
+                           f"; capture ids {'readable' if g['capture_ids_readable'] else 'NOT readable'}"
                            if g["available"] else f"none ({g['reason']})"))
     lines.append("switches: " + ", ".join(f"{k}={v}" for k, v in r["switches"].items()))
     lines.extend(f"switch error: {e}" for e in r["switch_errors"])

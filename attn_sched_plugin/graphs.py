@@ -4,94 +4,164 @@ Almost all of the plugin's work happens in graph replays, which never enter Pyth
 While a graph is captured, the interceptor books, per CUDA capture id, the prepare launches the
 capture avoided (each injected call skips one, each computed metadata adds one). ``install()``
 wraps ``torch.cuda.CUDAGraph.capture_end``, which moves that count onto the graph object, and
-``replay``, which adds it to the totals: one attribute read and an addition per replay, nothing
-per layer. The capture id identifies a graph exactly, also when one graph holds the layers of
+``replay``. The capture id identifies a graph exactly, also when one graph holds the layers of
 several engine backends (speculative draft steps), which engine callbacks cannot attribute.
+
+A replay must cost nothing measurable (issue 21: host-bound servers show every microsecond), so
+it only adds one to its graph's own count: no lock, no call, no clock. The totals are summed from
+the graphs' counts when read (``totals()``), and a collected graph's count is kept in the retired
+totals. One graph is replayed by one thread at a time, so the unlocked addition is exact. The
+periodic summary is checked once every ``SUMMARY_EVERY`` replays of a graph, not per replay.
+Nothing here raises into the engine: the real ``capture_end`` and ``replay`` always run.
 """
 
 from __future__ import annotations
 
 import threading
+import weakref
 from collections import Counter
 
 import torch
 
-from . import context
+from . import context, once
 
-_ATTR = "_attn_sched_avoided"
+_ATTR = "_attn_sched_count"
+SUMMARY_EVERY = 256
+MAX_PENDING = 64  # captures booked but not ended (a capture that failed midway never ends)
+_FIELDS = ("graphs", "replays", "launches_avoided")
 _lock = threading.Lock()
-_pending: Counter = Counter()  # capture id -> launches avoided so far in that capture
-_totals = Counter()  # "graphs": captured with an avoided count, "replays", "launches_avoided"
-_originals: dict[str, object] = {}
-# called after each counted replay; ``stats`` sets it to its periodic summary check
+_pending: dict[int, int] = {}  # capture id -> launches avoided so far in that capture
+_live: set = set()  # the _Count of each counted graph still alive
+_retired = Counter()  # _FIELDS of counted graphs since collected
+_installed: dict[str, tuple] = {}  # name -> (the original, our wrapper)
+# called every SUMMARY_EVERY replays of a counted graph; ``stats`` sets it to its periodic summary check
 on_replay = None
+
+
+class _Count:
+    """One captured graph: the launches each replay avoids, and its replays so far."""
+
+    __slots__ = ("avoided", "replays", "__weakref__")
+
+    def __init__(self, avoided: int):
+        self.avoided, self.replays = avoided, 0
 
 
 def book(capture_id: int, avoided: int) -> None:
     """The interceptor's record of one captured call (+1 injected, -1 computed)."""
     with _lock:
-        _pending[capture_id] += avoided
+        if capture_id not in _pending and len(_pending) >= MAX_PENDING:
+            del _pending[next(iter(_pending))]  # the oldest: its capture never ended
+        _pending[capture_id] = _pending.get(capture_id, 0) + avoided
 
 
 def captured(graph, capture_id: int) -> None:
     """``graph``'s capture (``capture_id``) ended: it avoids what its capture booked, at every replay."""
     with _lock:
         avoided = _pending.pop(capture_id, 0)
-        if avoided:
-            _totals["graphs"] += 1
-    if avoided:
-        setattr(graph, _ATTR, avoided)
+    if not avoided:
+        return
+    count = _Count(avoided)
+    setattr(graph, _ATTR, count)
+    with _lock:
+        _live.add(count)
+    try:
+        weakref.finalize(graph, _retire, count)
+    except TypeError:  # not weak-referenceable: its count stays live
+        pass
 
 
-def replayed(graph) -> None:
-    avoided = getattr(graph, _ATTR, 0)
-    if avoided:
-        with _lock:
-            _totals["replays"] += 1
-            _totals["launches_avoided"] += avoided
-        if on_replay is not None:
+def _retire(count: _Count) -> None:
+    with _lock:
+        if count in _live:  # not forgotten by ``reset``
+            _live.discard(count)
+            _add(_retired, count)
+
+
+def _add(totals: Counter, count: _Count) -> None:
+    totals["graphs"] += 1
+    totals["replays"] += count.replays
+    totals["launches_avoided"] += count.replays * count.avoided
+
+
+def _counting(replay):
+    """``replay`` that first adds one to the graph's count: an attribute read and an addition (no
+    ``**kwargs``: ``CUDAGraph.replay`` takes none, and packing them alone costs ~300 ns per replay)."""
+
+    def replay_counted(self, *args):
+        count = getattr(self, _ATTR, None)
+        if count is not None:
+            count.replays += 1
+            if not count.replays % SUMMARY_EVERY:
+                _check_summary()
+        return replay(self, *args)
+
+    return replay_counted
+
+
+# one replay of ``graph`` counted, without running it (what ``install`` adds to ``CUDAGraph.replay``)
+replayed = _counting(lambda graph: None)
+
+
+def _check_summary() -> None:
+    if on_replay is not None:
+        try:
             on_replay()
+        except Exception as exc:  # never into the engine's replay
+            once.warn(f"the summary check at a graph replay failed ({type(exc).__name__}: {exc})")
 
 
 def totals() -> dict[str, int]:
     with _lock:
-        return {name: _totals[name] for name in ("graphs", "replays", "launches_avoided")}
+        totals, live = Counter(_retired), list(_live)
+    for count in live:
+        _add(totals, count)
+    return {name: totals[name] for name in _FIELDS}
 
 
 def reset() -> None:
     with _lock:
         _pending.clear()
-        _totals.clear()
+        _live.clear()
+        _retired.clear()
 
 
 def install() -> None:
     """Wrap ``CUDAGraph.capture_end`` and ``replay`` (idempotent; ``uninstall`` restores them)."""
     graph_cls = torch.cuda.CUDAGraph
     with _lock:
-        if _originals:
+        if _installed:
             return
-        _originals.update(capture_end=graph_cls.capture_end, replay=graph_cls.replay)
-    capture_end, replay = _originals["capture_end"], _originals["replay"]
+        capture_end, replay = graph_cls.capture_end, graph_cls.replay
 
-    def capture_end_counted(self, *args, **kwargs):
-        stream = torch.cuda.current_stream().cuda_stream
-        capture_id = context.capture_id(stream)  # read while the stream is still capturing
-        result = capture_end(self, *args, **kwargs)
-        if capture_id != context.UNKNOWN_CAPTURE:
-            captured(self, capture_id)
-        return result
+        def capture_end_counted(self, *args, **kwargs):
+            try:
+                capture_id = context.capture_id(torch.cuda.current_stream().cuda_stream)  # while still capturing
+            except Exception as exc:
+                once.warn(f"reading the capture id at capture_end failed ({type(exc).__name__}: {exc})")
+                capture_id = context.UNKNOWN_CAPTURE
+            result = capture_end(self, *args, **kwargs)
+            if capture_id != context.UNKNOWN_CAPTURE:
+                try:
+                    captured(self, capture_id)
+                except Exception as exc:
+                    once.warn(f"counting a captured graph failed ({type(exc).__name__}: {exc})")
+            return result
 
-    def replay_counted(self, *args, **kwargs):
-        replayed(self)
-        return replay(self, *args, **kwargs)
-
-    graph_cls.capture_end = capture_end_counted
-    graph_cls.replay = replay_counted
+        replay_counted = _counting(replay)
+        _installed.update(capture_end=(capture_end, capture_end_counted), replay=(replay, replay_counted))
+        graph_cls.capture_end = capture_end_counted
+        graph_cls.replay = replay_counted
 
 
 def uninstall() -> None:
+    """Restore what is still ours; a wrapper another library put over ours stays (theirs to undo)."""
+    graph_cls = torch.cuda.CUDAGraph
     with _lock:
-        originals = dict(_originals)
-        _originals.clear()
-    for name, original in originals.items():
-        setattr(torch.cuda.CUDAGraph, name, original)
+        installed = dict(_installed)
+        _installed.clear()
+    for name, (original, ours) in installed.items():
+        if graph_cls.__dict__.get(name) is ours:
+            setattr(graph_cls, name, original)
+        else:
+            once.warn(f"CUDAGraph.{name} was wrapped again after us; left in place")

@@ -2,7 +2,8 @@
 
 Adapters are discovered through the entry-point group ``attn_sched_plugin.adapters``; each entry
 point names a module or object holding ``@hookimpl`` functions. Observers register on the same
-plugin manager (``attn_sched_plugin.plugins.manager()``).
+plugin manager (``attn_sched_plugin.plugins.manager()``). The core calls every implementation
+guarded (``plugins.each``): one that raises is logged once, naming its plugin, and skipped.
 """
 
 from __future__ import annotations

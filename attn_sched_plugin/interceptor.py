@@ -12,26 +12,33 @@ any failure of ours pass through untouched.
 from __future__ import annotations
 
 import functools
-import logging
+import re
 from typing import Callable
 
 import torch
 
-from . import context, graphs, runtime, switches
+from . import context, graphs, once, runtime, switches
 from .cache import ComputedEvent
 from .conventions import Binder, Convention
 from .descriptor import AttnSignature, Decline, descriptors, parameters
 from .providers import Provider, ProviderUnavailable
 from .verify import verified_call
 
-log = logging.getLogger("attn_sched_plugin")
-
 _WRAPPED_MARK = "__attn_sched_wrapped__"
-_logged_errors: set[str] = set()
 # (provider name, signature, batch sizes) whose metadata FA3 refused once: never injected again. The
 # derivation mirrors the forward, so a refusal means a build we do not know; keying on the exact
-# parameters keeps every other batch of the signature shared (each new refusal costs one retry)
+# parameters keeps every other batch of the signature shared (each new refusal costs one retry).
+# Bounded: when full it is emptied, and a forgotten refusal costs one more refused try.
 _rejected: set[tuple] = set()
+MAX_REJECTED = 1024
+# FA3's own checks of a supplied scheduler_metadata, as its flash_api.cpp words them: upstream and
+# sgl-kernel "scheduler_metadata must have shape (metadata_size)" / "must have dtype int32" / "must be
+# contiguous" / "must be on CUDA"; vLLM's stable-ABI fork "scheduler_metadata must have 1 dimensions,
+# got 2" / "scheduler_metadata dimension 0 must have size 5, got 9"
+_REJECTION = re.compile(r"\bscheduler_metadata (?:dimension \d+ )?must ")
+# RuntimeError subclasses that are never a refusal: they propagate exactly as FA3 alone raises them
+_NOT_REJECTIONS = tuple(getattr(torch, name) for name in ("OutOfMemoryError", "AcceleratorError")
+                        if hasattr(torch, name))
 
 
 def is_wrapped(fn) -> bool:
@@ -39,26 +46,34 @@ def is_wrapped(fn) -> bool:
 
 
 def wrap(fn: Callable, provider: Provider, convention: Convention) -> Callable:
-    """Return ``fn`` wrapped (idempotent: a wrapped function is returned as is)."""
+    """Return ``fn`` wrapped (idempotent: a wrapped function is returned as is).
+
+    The switches are read here, once (they are read once per process anyway), not per call:
+    under ``ATTN_SCHED_DISABLE`` ``fn`` itself is returned.
+    """
     if is_wrapped(fn):
         return fn
     binder = Binder(fn, convention)
     if not binder.accepts_metadata:
         raise TypeError(f"{fn!r} takes no scheduler_metadata argument; it cannot be wrapped")
+    in_force = switches.current()
+    if in_force.disabled:
+        return fn
+    verify = in_force.verify
     compiling = torch.compiler.is_compiling
 
     @functools.wraps(fn)
     def fa3_with_shared_metadata(*args, **kwargs):
         # under torch.compile tracing, dynamo sees exactly the original call: no graph break
-        if compiling() or switches.current().disabled:
+        if compiling():
             return fn(*args, **kwargs)
-        return _intercept(fn, binder, provider, args, kwargs)
+        return _intercept(fn, binder, provider, verify, args, kwargs)
 
     setattr(fa3_with_shared_metadata, _WRAPPED_MARK, True)
     return fa3_with_shared_metadata
 
 
-def _intercept(fn, binder: Binder, provider: Provider, args: tuple, kwargs: dict):
+def _intercept(fn, binder: Binder, provider: Provider, verify: bool, args: tuple, kwargs: dict):
     cache = runtime.state()
     tally = cache.tally
     tally.calls += 1
@@ -72,19 +87,23 @@ def _intercept(fn, binder: Binder, provider: Provider, args: tuple, kwargs: dict
         tally.passthrough["plugin_error"] += 1
         return fn(*args, **kwargs)
 
-    if switches.current().verify:
-        result = verified_call(lambda md: binder.call_with_metadata(fn, args, kwargs, md), metadata, tally,
-                               AttnSignature(*signature))
-    else:
-        try:
+    try:
+        if verify:
+            result = verified_call(lambda md: binder.call_with_metadata(fn, args, kwargs, md), metadata, tally,
+                                   AttnSignature(*signature))
+        else:
             result = binder.call_with_metadata(fn, args, kwargs, metadata)
-        except RuntimeError as exc:
-            # FA3 checks the metadata's size before launching anything: retry as FA3 alone would run
-            result = fn(*args, **kwargs)
-            _rejected.add((provider.name, signature, sizes))
-            tally.passthrough["fa3_rejected"] += 1
-            _log_once(f"FA3 rejected shared metadata for {AttnSignature(*signature)}, batch sizes {sizes}: {exc}")
-            return result
+    except RuntimeError as exc:
+        if not is_rejection(exc):
+            raise  # an OOM, a CUDA fault, any error of FA3's own: exactly as FA3 alone raises it
+        # FA3 checks the metadata before launching anything: retry as FA3 alone would run
+        result = fn(*args, **kwargs)
+        if len(_rejected) >= MAX_REJECTED:
+            _rejected.clear()
+        _rejected.add((provider.name, signature, sizes))
+        tally.passthrough["fa3_rejected"] += 1
+        _log_once(f"FA3 rejected shared metadata for {AttnSignature(*signature)}, batch sizes {sizes}: {exc}")
+        return result
     tally.injected += 1
     if capture:
         graphs.book(capture, 1)  # every replay of this graph skips this layer's prepare launch
@@ -132,10 +151,16 @@ def _compute(provider: Provider, signature: tuple, sizes: tuple, tensors: tuple,
     return metadata
 
 
-def _announce(provider, step, where, sig, batch, metadata) -> None:
-    from .plugins import manager
+def is_rejection(exc: BaseException) -> bool:
+    """Whether ``exc`` is FA3 refusing a supplied ``scheduler_metadata`` (and nothing else)."""
+    return not isinstance(exc, _NOT_REJECTIONS) and _REJECTION.search(str(exc)) is not None
 
-    manager().hook.attn_sched_metadata_computed(
+
+def _announce(provider, step, where, sig, batch, metadata) -> None:
+    from .plugins import notify
+
+    notify(
+        "attn_sched_metadata_computed",
         event=ComputedEvent(
             provider=provider.name, step=step, context=where, signature=tuple(sig), batch_size=batch.batch_size,
             max_seqlen_q=batch.max_seqlen_q, max_seqlen_k=batch.max_seqlen_k, page_size=batch.page_size,
@@ -145,6 +170,4 @@ def _announce(provider, step, where, sig, batch, metadata) -> None:
 
 
 def _log_once(message: str) -> None:
-    if message not in _logged_errors:
-        _logged_errors.add(message)
-        log.warning("attn-sched: %s; the call passes through unchanged", message)
+    once.warn(f"{message}; the call passes through unchanged")

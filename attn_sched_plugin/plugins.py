@@ -7,7 +7,7 @@ import threading
 
 import pluggy
 
-from . import hookspecs
+from . import hookspecs, once
 
 log = logging.getLogger("attn_sched_plugin")
 
@@ -52,3 +52,30 @@ def load_adapters() -> pluggy.PluginManager:
                 except Exception as exc:  # a broken third-party adapter must not break serving
                     log.warning("attn-sched: adapter entry point %r failed to load: %s", ep.name, exc)
     return pm
+
+
+def each(hook: str, **kwargs):
+    """(plugin name, result) of every implementation of ``hook`` that returned something, in pluggy's order.
+
+    pluggy's own call stops at the first implementation that raises and raises into its caller,
+    which is the engine; here each one runs guarded: one that raises is logged once, naming its
+    plugin, and skipped, and the others still run.
+    """
+    for impl in reversed(getattr(manager().hook, hook).get_hookimpls()):
+        try:
+            result = impl.function(*(kwargs[name] for name in impl.argnames))
+        except Exception as exc:
+            failed(hook, impl.plugin_name, exc)
+            continue
+        if result is not None:
+            yield impl.plugin_name, result
+
+
+def notify(hook: str, **kwargs) -> None:
+    """Call every observer of ``hook`` (guarded, as ``each``)."""
+    for _ in each(hook, **kwargs):
+        pass
+
+
+def failed(hook: str, plugin: str, exc: BaseException) -> None:
+    once.warn(f"plugin {plugin!r} failed in {hook} ({type(exc).__name__}: {exc}); skipped")

@@ -1,9 +1,11 @@
 """Per-process statistics: an observer plugin on the step-end hook, readable from Python.
 
 Two sources: the calls that went through the FA3 wrapper (folded in at each step end, keeping
-hooks off the per-call path; ``snapshot()`` adds the calling thread's unfinished step), and the
+hooks off the per-call path; ``snapshot()`` adds every thread's unfinished step), and the
 CUDA-graph replays counted by ``graphs``, where nearly all the work happens. A summary is logged
-every ``ATTN_SCHED_SUMMARY_INTERVAL`` seconds (checked at step ends and graph replays) and at exit.
+every ``ATTN_SCHED_SUMMARY_INTERVAL`` seconds (checked at step ends and every
+``graphs.SUMMARY_EVERY`` replays of a graph) and at exit. Reading the statistics never raises: a
+third-party counters hook that fails is logged once and left out.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import threading
 import time
 from collections import Counter
 
-from . import graphs, runtime, switches
+from . import graphs, once, plugins, runtime, switches
 from .hookspecs import hookimpl
 
 log = logging.getLogger("attn_sched_plugin")
@@ -26,12 +28,13 @@ _FIELDS = ("calls", "injected", "computed", "verify_mismatches")
 def _fold(totals: Counter, passthrough: Counter, tally) -> None:
     for name in _FIELDS:
         totals[name] += getattr(tally, name)
-    passthrough.update(tally.passthrough)
+    passthrough.update(dict(tally.passthrough))  # a copy: another thread may be adding to it
 
 
 class StatsObserver:
     def __init__(self):
         self._lock = threading.Lock()
+        self._tick_lock = threading.Lock()
         self.reset()
 
     def reset(self) -> None:
@@ -47,18 +50,26 @@ class StatsObserver:
         self.tick()
 
     def tick(self) -> None:
-        """Log the summary if the interval has passed (0: only at exit)."""
+        """Log the summary if the interval has passed (0: only at exit); once, whatever the threads."""
         interval = switches.current().summary_interval_s
-        if interval > 0 and time.monotonic() - self._last_summary >= interval:  # 0: only the one at exit
-            self._last_summary = time.monotonic()
+        if interval <= 0:
+            return
+        with self._tick_lock:
+            now = time.monotonic()
+            if now - self._last_summary < interval:
+                return
+            self._last_summary = now
+        try:
             log.info("%s", summary_line())
+        except Exception as exc:  # called from replays and step ends: never into the engine
+            once.warn(f"the periodic summary failed ({type(exc).__name__}: {exc})")
 
     def snapshot(self) -> dict:
         with self._lock:
             totals, passthrough = Counter(self._totals), Counter(self._passthrough)
-        open_tally = runtime.open_tally()
-        if open_tally is not None and not open_tally.empty():
-            _fold(totals, passthrough, open_tally)
+        for open_tally in runtime.open_tallies():
+            if not open_tally.empty():
+                _fold(totals, passthrough, open_tally)
         intercepted = {"steps": totals["steps"], **{name: totals[name] for name in _FIELDS},
                        "launches_avoided": totals["injected"] - totals["computed"]}
         replays = graphs.totals()
@@ -73,11 +84,14 @@ class StatsObserver:
 
 def _engine_counters() -> dict:
     """What the adapters count about their engines (``attn_sched_engine_counters``)."""
-    from .plugins import manager
-
     merged: dict = {}
-    for counters in manager().hook.attn_sched_engine_counters():
-        for engine, values in counters.items():
+    for plugin, counters in plugins.each("attn_sched_engine_counters"):
+        try:
+            found = {engine: dict(values) for engine, values in counters.items()}
+        except Exception as exc:  # not {engine: {counter: count}}
+            plugins.failed("attn_sched_engine_counters", plugin, exc)
+            continue
+        for engine, values in found.items():
             merged.setdefault(engine, {}).update(values)
     return merged
 
@@ -108,6 +122,9 @@ def summary_line() -> str:
 
 @atexit.register
 def _at_exit() -> None:
-    s = snapshot()
-    if s["intercepted"]["calls"] or s["graph_replays"]["replays"]:
-        log.info("%s", summary_line())
+    try:
+        s = snapshot()
+        if s["intercepted"]["calls"] or s["graph_replays"]["replays"]:
+            log.info("%s", summary_line())
+    except Exception as exc:  # the engine's exit is not ours to disturb
+        once.warn(f"the summary at exit failed ({type(exc).__name__}: {exc})")

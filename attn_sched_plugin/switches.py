@@ -1,4 +1,9 @@
-"""Environment switches, parsed in one place so a bad value gets one clear message."""
+"""Environment switches, parsed in one place so a bad value gets one clear message.
+
+A bad value of a switch falls back to its default, except the kill switch: an unreadable
+``ATTN_SCHED_DISABLE`` (``2``, ``disable``, ``y``, ``enabled``) turns the plugin off, because a switch
+meant to turn us off must fail closed.
+"""
 
 from __future__ import annotations
 
@@ -24,7 +29,7 @@ def _flag(env: Mapping[str, str], name: str) -> bool:
         return True
     if value in _FALSE:
         return False
-    raise SwitchError(f"{name}={raw!r} is not valid; accepted values: 1/true/yes/on or 0/false/no/off (or unset)")
+    raise SwitchError(f"{name}={raw!r} is not readable; accepted values: 1/true/yes/on or 0/false/no/off (or unset)")
 
 
 def _choice(env: Mapping[str, str], name: str, accepted: tuple[str, ...]) -> str:
@@ -51,24 +56,27 @@ def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
 
 
 class Switches:
-    """The switches in force. ``errors`` lists the invalid ones (their defaults were used)."""
+    """The switches in force. ``errors`` lists the invalid ones, each with what was used instead."""
 
     SGLANG_MODES = ("replace", "keep-native")
 
     def __init__(self, env: Mapping[str, str] | None = None):
         env = os.environ if env is None else env
         self.errors: list[str] = []
-        self.disabled = self._read(_flag, env, "ATTN_SCHED_DISABLE", default=False)
+        self.disabled = self._read(_flag, env, "ATTN_SCHED_DISABLE", default=False,
+                                   invalid=(True, "the plugin is therefore off (the kill switch fails closed)"))
         self.verify = self._read(_flag, env, "ATTN_SCHED_VERIFY", default=False)
         self.summary_interval_s = self._read(_seconds, env, "ATTN_SCHED_SUMMARY_INTERVAL", 600.0, default=600.0)
         self.sglang_mode = self._read(_choice, env, "ATTN_SCHED_SGLANG_MODE", self.SGLANG_MODES, default="replace")
 
-    def _read(self, parse, env, name, *args, default):
+    def _read(self, parse, env, name, *args, default, invalid=None):
+        """``invalid``: (value, what it means) used for a bad value; the default otherwise."""
+        value, meaning = invalid or (default, "using the default")
         try:
             return parse(env, name, *args)
         except SwitchError as exc:
-            self.errors.append(str(exc))
-            return default
+            self.errors.append(f"{exc}; {meaning}")
+            return value
 
     def as_dict(self) -> dict:
         return {
@@ -88,9 +96,9 @@ def current() -> Switches:
 
 
 def reload(env: Mapping[str, str] | None = None) -> Switches:
-    """(Re-)read the switches; each invalid value is logged once, and its default is used."""
+    """(Re-)read the switches; each invalid value is logged once, saying what is used instead."""
     global _current
     _current = Switches(env)
     for message in _current.errors:
-        log.error("attn-sched: %s; using the default", message)
+        log.error("attn-sched: %s", message)
     return _current

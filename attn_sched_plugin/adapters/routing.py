@@ -6,6 +6,12 @@ saves less host time than any Python wrapper costs (measured: benchmarks/results
 so eager steps must call FA3 exactly as without the plugin. Rebinding the module global at the
 engine's capture / non-capture metadata callbacks (a few times per process) gives exactly that:
 between captures the engine's own code calls the original function object, with zero added cost.
+
+Under ``ATTN_SCHED_VERIFY=1`` eager steps go through the wrapper too (``eager()``), each one a new
+step: every eager FA3 call the wrapper can serve is run with shared metadata and again without,
+and compared bitwise (FA3's own result is returned). That is what verify mode can check while
+serving; calls inside captures are recorded, not compared (nothing has run yet), and replays
+never enter Python.
 """
 
 from __future__ import annotations
@@ -13,6 +19,8 @@ from __future__ import annotations
 import threading
 from types import ModuleType
 from typing import Callable
+
+from .. import runtime, switches
 
 
 class EntryRoute:
@@ -22,6 +30,7 @@ class EntryRoute:
         self.module, self.attr = module, attr
         self.plain = getattr(module, attr)
         self.wrapped = wrapped
+        self.verify = switches.current().verify  # read once, not per step
         self._lock = threading.Lock()
 
     @property
@@ -34,8 +43,17 @@ class EntryRoute:
             with self._lock:
                 setattr(self.module, self.attr, self.wrapped)
 
+    def eager(self) -> None:
+        """An eager (or replay) step starts: FA3 untouched, or under ATTN_SCHED_VERIFY the verifying wrapper."""
+        if self.verify:
+            runtime.new_step()
+            self.capture()
+        else:
+            self.release()
+
     def release(self) -> None:
-        """Calls from now on reach FA3 untouched (an eager or replay step starts; also on uninstall).
+        """Calls from now on reach FA3 untouched (an eager or replay step starts, the engine's guard
+        against shared metadata, uninstall).
 
         One identity check when there is nothing to do; anything but our wrapper there (FA3 itself, or
         what someone put after us) stays.

@@ -108,6 +108,8 @@ def _eager_step(self, *args, **kwargs) -> None:
         if _state.captured:
             _leave_capture()
         _state.eager = True
+        if _state.route.verify and not getattr(self, "_disable_scheduler_metadata_precompute", False):
+            _state.route.eager()  # ATTN_SCHED_VERIFY: eager calls compared (SGLang's guard respected)
 
 
 def _leave_capture() -> None:

@@ -102,8 +102,12 @@ def stepping(name: str, method):
                 return method(self, *args, **kwargs)
             finally:
                 _capture_builds.depth = depth
-        if _phase.captured and not depth:
-            _leave_capture()
+        if not depth:
+            if _phase.captured:
+                _leave_capture()
+            if _routes and _routes[0].verify:  # ATTN_SCHED_VERIFY: eager builds go through the wrapper
+                for route in _routes:
+                    route.eager()
         return method(self, *args, **kwargs)
 
     setattr(run, STEP_MARK, True)

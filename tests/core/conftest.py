@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # `tests.reference` is imported as a namespace package from the repo root
     sys.path.insert(0, str(ROOT))
 
-from attn_sched_plugin import runtime, switches  # noqa: E402
+from attn_sched_plugin import plugins, runtime, switches  # noqa: E402
 from core_state import reset_plugin_state  # noqa: E402
 from tests.reference import fa3_reference  # noqa: E402
 
@@ -33,3 +33,19 @@ def ref():
 def tally():
     """This thread's open step counters (a callable: the step object changes with new_step)."""
     return lambda: runtime.state().tally
+
+
+@pytest.fixture
+def register():
+    """Register plugins on the process manager for one test only (the last registered is called first)."""
+    pm = plugins.manager()
+    added = []
+
+    def add(plugin, name):
+        pm.register(plugin, name=name)
+        added.append(plugin)
+        return plugin
+
+    yield add
+    for plugin in added:
+        pm.unregister(plugin)

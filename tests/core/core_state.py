@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from attn_sched_plugin import activation, graphs, interceptor, runtime, stats, switches, verify
+from attn_sched_plugin import activation, graphs, interceptor, once, runtime, stats, switches, verify
 
 
 def reset_plugin_state() -> None:
     """Forget everything the core remembers process-wide, so each test (or example) starts from nothing."""
     switches.reload(env={})
+    runtime._open.clear()  # open steps of threads earlier tests started
     runtime.new_step()
     stats.OBSERVER.reset()
     interceptor._rejected.clear()
     graphs.reset()
-    interceptor._logged_errors.clear()
+    once.reset()
     verify._reported.clear()
     activation._installed.clear()

@@ -141,3 +141,17 @@ def test_every_fa3_build_says_where_it_comes_from():
 
 def test_this_machine_renders_without_none():
     assert "None" not in doctor.render(doctor.diagnose())
+
+
+@pytest.mark.parametrize("readable", [True, False])
+def test_unreadable_capture_ids_make_the_verdict_inactive(readable):
+    """The adapters share only inside captures: with no capture id, every routed call passes through."""
+    r = report(sglang="0.5.23", allow="", usable=True)
+    r["gpu"] = {"available": True, "name": "H200", "capability": "9.0", "hopper": True, "count": 1,
+                "torch": "2.9", "capture_ids_readable": readable}
+    r["active"], r["verdict"], r["to_activate"] = doctor._verdict(r)
+    assert r["active"] is readable
+    shown = doctor.render(r)
+    assert ("capture ids readable" if readable else "capture ids NOT readable") in shown
+    if not readable:
+        assert "libcuda.so.1" in r["verdict"] and "libcuda.so.1" in r["to_activate"]

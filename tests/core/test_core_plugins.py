@@ -7,7 +7,7 @@ import logging
 import pytest
 from core_calls import i32, kvcache_call
 
-from attn_sched_plugin import activation, interceptor, plugins, runtime, stats, switches
+from attn_sched_plugin import activation, interceptor, runtime, stats, switches
 from attn_sched_plugin.conventions import KVCACHE
 from attn_sched_plugin.hookspecs import hookimpl
 from attn_sched_plugin.report import AdapterReport
@@ -16,22 +16,6 @@ from attn_sched_plugin.report import AdapterReport
 @pytest.fixture
 def fa(ref):
     return interceptor.wrap(ref.flash_attn_with_kvcache, ref.provider(), KVCACHE)
-
-
-@pytest.fixture
-def register():
-    """Register plugins on the process manager for one test only."""
-    pm = plugins.manager()
-    added = []
-
-    def add(plugin, name):
-        pm.register(plugin, name=name)
-        added.append(plugin)
-        return plugin
-
-    yield add
-    for plugin in added:
-        pm.unregister(plugin)
 
 
 def test_stats_fold_step_tallies_and_include_the_open_step(fa):

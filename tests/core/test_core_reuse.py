@@ -234,8 +234,8 @@ def test_disable_calls_fn_with_the_exact_original_arguments(ref, tally, computat
         return "result"
 
     entry.__signature__ = inspect.signature(ref.flash_attn_with_kvcache)
+    switches.reload(env={"ATTN_SCHED_DISABLE": "1"})  # read once, when wrapping
     fa = interceptor.wrap(entry, ref.provider(), KVCACHE)
-    switches.reload(env={"ATTN_SCHED_DISABLE": "1"})
     call = kvcache_call(b=2)
     q, k, v = call.pop("q"), call.pop("k_cache"), call.pop("v_cache")
     assert fa(q, k, v, **call) == "result"
@@ -249,10 +249,10 @@ def test_verify_detects_a_planted_difference(ref, tally, caplog):
     def entry(q, k_cache, v_cache, cache_seqlens=None, page_table=None, scheduler_metadata=None):
         return q + (1 if scheduler_metadata is not None else 0)  # "kernel" whose output depends on metadata
 
+    switches.reload(env={"ATTN_SCHED_VERIFY": "1"})
     fa = interceptor.wrap(entry, ref.provider(), KVCACHE)
     call = {k: v for k, v in kvcache_call(b=2).items() if k in ("q", "k_cache", "v_cache", "cache_seqlens",
                                                                  "page_table")}
-    switches.reload(env={"ATTN_SCHED_VERIFY": "1"})
     out = fa(**call)
     fa(**call)
     assert torch.equal(out, call["q"])  # verify returns FA3's own result
@@ -264,8 +264,8 @@ def test_verify_detects_a_planted_difference(ref, tally, caplog):
 
 
 def test_verify_is_quiet_on_the_exact_reference(ref, tally, caplog):
-    fa = interceptor.wrap(ref.flash_attn_with_kvcache, ref.provider(), KVCACHE)
     switches.reload(env={"ATTN_SCHED_VERIFY": "1"})
+    fa = interceptor.wrap(ref.flash_attn_with_kvcache, ref.provider(), KVCACHE)
     call = kvcache_call(b=3, s_q=2, causal=True)
     fa(**call)
     fa(**call)

@@ -36,10 +36,13 @@ def test_flag_invalid(name, attr, raw, caplog):
     with caplog.at_level(logging.ERROR, logger="attn_sched_plugin"):
         s = switches.reload(env={name: raw})
         switches.current()  # reading again must not repeat the message
-    assert getattr(s, attr) is False  # the default
+    kill_switch = name == "ATTN_SCHED_DISABLE"
+    assert getattr(s, attr) is kill_switch  # the kill switch fails closed; the others keep their default
     (message,) = errors(caplog)
-    assert name in message and repr(raw) in message
+    assert name in message and repr(raw) in message and "not readable" in message
     assert all(v in message for v in ("1/true/yes/on", "0/false/no/off"))
+    assert ("the plugin is therefore off" in message) is kill_switch
+    assert ("using the default" in message) is not kill_switch
 
 
 @pytest.mark.parametrize("raw, value", [("0", 0.0), ("2.5", 2.5), ("600", 600.0), ("", 600.0)])

@@ -103,13 +103,23 @@ def _get_scheduler_metadata(batch_size, max_seqlen_q, max_seqlen_k, num_heads, n
     return torch.tensor([MAGIC, ident], dtype=torch.int32, device=seqused_k.device)
 
 
-def _check_metadata(metadata: torch.Tensor, expected: tuple) -> None:
-    if metadata.dtype != torch.int32 or metadata.numel() != 2 or int(metadata[0]) != MAGIC:
-        raise RuntimeError("reference FA3: scheduler_metadata has the wrong size or was not computed here")
+def _check_metadata(metadata: torch.Tensor, expected: tuple, vllm: bool) -> None:
+    """FA3's own checks, with its own messages (hopper/flash_api.cpp: CHECK_SHAPE and the dtype check;
+    vLLM's stable-ABI fork words CHECK_SHAPE per dimension), then the reference's stricter one."""
+    if metadata.dim() != 1 or metadata.numel() != 2 or int(metadata.view(-1)[0]) != MAGIC:
+        if not vllm:
+            raise RuntimeError("scheduler_metadata must have shape (metadata_size)")
+        if metadata.dim() != 1:
+            raise RuntimeError(f"scheduler_metadata must have 1 dimensions, got {metadata.dim()}")
+        raise RuntimeError(f"scheduler_metadata dimension 0 must have size 2, got {metadata.size(0)}")
+    if metadata.dtype != torch.int32:
+        raise RuntimeError("scheduler_metadata must have dtype int32")
     got = _REGISTRY.get(int(metadata[1]))
     if got != expected:
         diff = [i for i, (a, b) in enumerate(zip(got or (), expected)) if a != b]
-        raise RuntimeError(f"reference FA3: scheduler_metadata computed for other parameters (fields {diff})")
+        # a real FA3 does not notice (it reads wrong split counts): the reference raises an error no
+        # refusal check takes for FA3's own, so a wrong reuse fails the test loudly
+        raise RuntimeError(f"reference FA3: metadata computed for other parameters (fields {diff})")
 
 
 def _fwd(q, k, v, k_new=None, v_new=None, q_v=None, out=None, cu_seqlens_q=None, cu_seqlens_k=None,
@@ -145,7 +155,7 @@ def _fwd(q, k, v, k_new=None, v_new=None, q_v=None, out=None, cu_seqlens_q=None,
             if d <= 64 < dv <= 192:
                 raise RuntimeError(f"reference FA3: hdim {d} / hdim_v {dv} runs tiles get_scheduler_metadata "
                                    "does not size for")
-            _check_metadata(scheduler_metadata, state)
+            _check_metadata(scheduler_metadata, state, vllm=seqlen_k_from_call)
         else:
             COUNTERS["prepare"] += 1
     COUNTERS["fwd"] += 1

@@ -23,7 +23,10 @@ def probe(**env) -> dict:
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    result["log"] = [line for line in proc.stderr.splitlines() if "attn-sched:" in line and "sglang" not in line]
+    lines = [line for line in proc.stderr.splitlines() if "attn-sched:" in line and "sglang" not in line]
+    # without a CUDA driver (this CPU machine) an active adapter adds one line saying capture ids are unreadable
+    result["capture_ids"] = [line for line in lines if "cuStreamGetCaptureInfo" in line]
+    result["log"] = [line for line in lines if "cuStreamGetCaptureInfo" not in line]
     return result
 
 
@@ -45,6 +48,7 @@ def test_loader_activates_and_patches_every_claimed_target():
             f"vllm.v1.attention.backends.flash_attn.FlashAttentionMetadataBuilder.{n}" for n in r["step_methods"]}
     assert not r["cuda_initialized"]
     assert len(r["log"]) == 1 and "active for vllm" in r["log"][0], r["log"]
+    assert len(r["capture_ids"]) <= 1
 
 
 def test_idempotent():
