@@ -33,8 +33,9 @@ def test_random_calls_bitwise_equal(which, request, record):
     assert counts.get("mismatches", 0) == 0, result["failures"][:3]
     allowed = DECLINED | ({"no_seqused_k"} if which == "vllm_nonvarlen" else set())
     assert set(passed) <= allowed, passed  # no fa3_rejected, no plugin_error
-    if which == "vllm_nonvarlen":  # both halves ran: dense calls passed through, paged ones shared
-        assert passed.get("no_seqused_k", 0) > 0
+    if which == "vllm_nonvarlen":  # both halves ran: dense calls passed through, paged ones shared; a
+        # varlen-only build (vLLM 0.26's: "This flash attention build only supports varlen") refuses them itself
+        assert passed.get("no_seqused_k", 0) > 0 or counts.get("fa3_rejects_case", 0) > 0
     # every other case was injected twice and computed once (the second call reused the first's)
     declined_cases = sum(passed.values()) // 2
     assert counts["injected_calls"] == 2 * (counts["cases"] - declined_cases)

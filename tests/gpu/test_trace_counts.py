@@ -41,7 +41,8 @@ def test_prepare_per_step_from_real_traces(vllm_build, record, tmp_path):
     graph = capture(lambda: step.run("plugin"))
     plugin = _counts(tmp_path, "plugin-graph.json.gz", graph.replay)
     got = {name: trace.per_step(c, p.layers) for name, c in (("fa3", fa3), ("engine", engine), ("plugin", plugin))}
-    names = sorted({n[:150] for n in trace.kernel_names(tmp_path / "fa3.json") if "flash" in n})
+    names = sorted({str(ev.get("name", ""))[:150] for ev in trace.events(tmp_path / "fa3.json")
+                    if str(ev.get("cat", "")).lower() == "kernel" and "flash" in str(ev.get("name", ""))})
     record(layers=p.layers, steps=STEPS, counts={"fa3": fa3, "engine": engine, "plugin": plugin}, per_step=got,
            flash_kernel_names=names)
     assert all(g["steps"] == STEPS for g in got.values())  # one FA3 main kernel per layer and step
