@@ -16,12 +16,18 @@ from typing import Callable
 
 
 class EntryRoute:
-    """``module.attr`` (the FA3 entry an engine module calls) switched between plain and wrapped."""
+    """``module.attr`` (the FA3 entry an engine module calls) switched between plain and wrapped.
 
-    def __init__(self, module: ModuleType, attr: str, wrapped: Callable):
+    ``eager``: what eager steps call instead of the plain function (``ATTN_SCHED_GUARD=always``:
+    the guard's entry, which touches only calls carrying engine metadata); ``restore`` puts the
+    plain function back whatever the phase (uninstall).
+    """
+
+    def __init__(self, module: ModuleType, attr: str, wrapped: Callable, eager: Callable | None = None):
         self.module, self.attr = module, attr
         self.plain = getattr(module, attr)
         self.wrapped = wrapped
+        self.eager = self.plain if eager is None else eager
         self._lock = threading.Lock()
 
     @property
@@ -33,11 +39,15 @@ class EntryRoute:
         self._point(self.wrapped)
 
     def release(self) -> None:
-        """Calls from now on reach FA3 untouched (an eager or replay step starts; also on uninstall)."""
+        """Calls from now on reach FA3 untouched, or only the guard (an eager or replay step starts)."""
+        self._point(self.eager)
+
+    def restore(self) -> None:
+        """The plain function, whatever the phase (uninstall)."""
         self._point(self.plain)
 
     def _point(self, target: Callable) -> None:
         current = self.module.__dict__.get(self.attr)
-        if current is not target and (current is self.plain or current is self.wrapped):
+        if current is not target and (current is self.plain or current is self.wrapped or current is self.eager):
             with self._lock:  # anything else there was put by someone after us: theirs to keep
                 setattr(self.module, self.attr, target)

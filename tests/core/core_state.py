@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from attn_sched_plugin import activation, graphs, interceptor, runtime, stats, switches, verify
+from attn_sched_plugin import activation, graphs, guard, interceptor, runtime, stats, switches, verify
 
 
 def reset_plugin_state() -> None:
@@ -15,3 +15,4 @@ def reset_plugin_state() -> None:
     interceptor._logged_errors.clear()
     verify._reported.clear()
     activation._installed.clear()
+    guard.reset()
