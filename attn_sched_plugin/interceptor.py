@@ -5,8 +5,9 @@ Per call, top to bottom: read the caller's arguments as the forward op's fields
 and identify the batch tensors (``StepCache.identities``, memoised per step), build the key
 (parameters + batch-tensor identity + context), take the step's metadata for that key or compute
 it with the same build (``_compute``, the only place the named descriptors are built), and call
-``fn`` with the caller's own arguments plus ``scheduler_metadata=``. A call that already carries metadata, a call we cannot prove exact, and
-any failure of ours pass through untouched.
+``fn`` with the caller's own arguments plus ``scheduler_metadata=``. A call that already carries
+metadata goes to the ``guard`` (kept unless provably wrong for the call); a call we cannot prove
+exact, and any failure of ours, pass through untouched.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Callable
 
 import torch
 
-from . import context, graphs, once, runtime, switches
+from . import context, graphs, guard, once, runtime, switches
 from .cache import ComputedEvent
 from .conventions import Binder, Convention
 from .descriptor import AttnSignature, Decline, descriptors, parameters
@@ -74,12 +75,19 @@ def wrap(fn: Callable, provider: Provider, convention: Convention) -> Callable:
 
 
 def _intercept(fn, binder: Binder, provider: Provider, verify: bool, args: tuple, kwargs: dict):
+    runtime.state().tally.calls += 1
+    return _share(fn, binder, provider, verify, args, kwargs)
+
+
+def _share(fn, binder: Binder, provider: Provider, verify: bool, args: tuple, kwargs: dict):
     cache = runtime.state()
     tally = cache.tally
-    tally.calls += 1
     try:
         metadata, signature, sizes, capture = _metadata_for(binder, provider, args, kwargs, cache)
     except Decline as exc:
+        if exc.reason == "engine_native" and guard.enabled():
+            return guard.guarded(fn, binder, provider, args, kwargs,
+                                 lambda *call: _share(*call[:3], verify, *call[3:]))
         tally.passthrough[exc.reason] += 1
         return fn(*args, **kwargs)
     except Exception as exc:  # our bug must never break serving
@@ -145,6 +153,7 @@ def _compute(provider: Provider, signature: tuple, sizes: tuple, tensors: tuple,
         raise Decline("provider_unavailable") from exc
     cache.put(key, metadata, tensors)
     cache.tally.computed += 1
+    guard.note_size(provider.name, signature, sizes, metadata.numel())
     if where[2]:
         graphs.book(where[2], -1)  # the graph replays this metadata kernel instead
     _announce(provider, cache.tally.step, where, sig, batch, metadata)

@@ -59,6 +59,8 @@ class Switches:
     """The switches in force. ``errors`` lists the invalid ones, each with what was used instead."""
 
     SGLANG_MODES = ("replace", "keep-native")
+    # engine-supplied metadata checked in CUDA-graph captures (default), also in eager steps, or never
+    GUARD_MODES = ("capture", "always", "off")
 
     def __init__(self, env: Mapping[str, str] | None = None):
         env = os.environ if env is None else env
@@ -68,6 +70,10 @@ class Switches:
         self.verify = self._read(_flag, env, "ATTN_SCHED_VERIFY", default=False)
         self.summary_interval_s = self._read(_seconds, env, "ATTN_SCHED_SUMMARY_INTERVAL", 600.0, default=600.0)
         self.sglang_mode = self._read(_choice, env, "ATTN_SCHED_SGLANG_MODE", self.SGLANG_MODES, default="replace")
+        # a bad value keeps the default: the guard only ever replaces metadata it proved wrong with exact
+        # metadata (or none), so leaving it on cannot change a correct output, while failing it off would
+        # silently re-admit the engine bugs it exists for; 'off' itself must be spelled out
+        self.guard = self._read(_choice, env, "ATTN_SCHED_GUARD", self.GUARD_MODES, default="capture")
 
     def _read(self, parse, env, name, *args, default, invalid=None):
         """``invalid``: (value, what it means) used for a bad value; the default otherwise."""
@@ -84,6 +90,7 @@ class Switches:
             "ATTN_SCHED_VERIFY": self.verify,
             "ATTN_SCHED_SUMMARY_INTERVAL": self.summary_interval_s,
             "ATTN_SCHED_SGLANG_MODE": self.sglang_mode,
+            "ATTN_SCHED_GUARD": self.guard,
         }
 
 

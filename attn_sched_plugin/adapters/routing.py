@@ -24,12 +24,18 @@ from .. import runtime, switches
 
 
 class EntryRoute:
-    """``module.attr`` (the FA3 entry an engine module calls) switched between plain and wrapped."""
+    """``module.attr`` (the FA3 entry an engine module calls) switched between plain and wrapped.
 
-    def __init__(self, module: ModuleType, attr: str, wrapped: Callable):
+    ``outside``: what calls reach outside captures instead of the plain function
+    (``ATTN_SCHED_GUARD=always``: the guard's entry, which touches only calls carrying engine
+    metadata); ``restore`` puts the plain function back whatever the phase (uninstall).
+    """
+
+    def __init__(self, module: ModuleType, attr: str, wrapped: Callable, outside: Callable | None = None):
         self.module, self.attr = module, attr
         self.plain = getattr(module, attr)
         self.wrapped = wrapped
+        self.outside = self.plain if outside is None else outside
         self.verify = switches.current().verify  # read once, not per step
         self._lock = threading.Lock()
 
@@ -39,7 +45,8 @@ class EntryRoute:
 
     def capture(self) -> None:
         """Calls from now on share metadata (a capture starts)."""
-        if self.module.__dict__.get(self.attr) is self.plain:
+        current = self.module.__dict__.get(self.attr)
+        if current is self.plain or current is self.outside:
             with self._lock:
                 setattr(self.module, self.attr, self.wrapped)
 
@@ -52,12 +59,19 @@ class EntryRoute:
             self.release()
 
     def release(self) -> None:
-        """Calls from now on reach FA3 untouched (an eager or replay step starts, the engine's guard
-        against shared metadata, uninstall).
+        """Calls from now on reach FA3 untouched, or only the guard (an eager or replay step starts, the
+        engine's guard against shared metadata).
 
         One identity check when there is nothing to do; anything but our wrapper there (FA3 itself, or
         what someone put after us) stays.
         """
         if self.module.__dict__.get(self.attr) is self.wrapped:
+            with self._lock:
+                setattr(self.module, self.attr, self.outside)
+
+    def restore(self) -> None:
+        """The plain function, whatever the phase (uninstall); what someone put after us stays."""
+        current = self.module.__dict__.get(self.attr)
+        if current is self.wrapped or current is self.outside:
             with self._lock:
                 setattr(self.module, self.attr, self.plain)

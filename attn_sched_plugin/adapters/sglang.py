@@ -17,7 +17,7 @@ import sys
 import threading
 from typing import Callable, NamedTuple
 
-from .. import interceptor, runtime, switches
+from .. import guard, interceptor, runtime, switches
 from ..conventions import KVCACHE
 from ..hookspecs import hookimpl
 from ..providers import Provider, provider_for
@@ -66,6 +66,8 @@ class _State:
         self.report: AdapterReport | None = None
         self.patches: list[_Patch] = []
         self.route: EntryRoute | None = None
+        self.recorder: EntryRoute | None = None  # sgl_kernel's get_scheduler_metadata, recorded for the guard
+        self.provider: Provider | None = None
         self.eager = True  # the phase: eager until a capture callback, again from the next eager callback
         self.captured = False  # the route points at the wrapper: a capture callback ran, no replay/eager since
         self.passed_through = False  # a captured step passed calls through ("replace" keeps SGLang's precompute)
@@ -182,6 +184,12 @@ def attn_sched_discover() -> list[EngineSupport]:
 
 
 @hookimpl
+def attn_sched_engine_counters() -> dict[str, dict[str, int]]:
+    counters = guard.counts(_state.provider.name) if _state.provider is not None else {}
+    return {ENGINE: counters} if counters else {}
+
+
+@hookimpl
 def attn_sched_install(engine: str) -> AdapterReport | None:
     return install() if engine == ENGINE else None
 
@@ -230,8 +238,11 @@ def install(provider: Provider | None = None) -> AdapterReport:
             log.warning("attn-sched: %s", why)
             return _decline(version, why)
         backend_module = sys.modules[targets.resolve(targets.BACKEND).__module__]
-        wrapped = interceptor.wrap(backend_module.flash_attn_with_kvcache, provider or provider_for(FA3_BUILD), KVCACHE)
-        route = EntryRoute(backend_module, "flash_attn_with_kvcache", wrapped)
+        _state.provider = provider = provider or provider_for(FA3_BUILD)
+        entry = backend_module.flash_attn_with_kvcache
+        always = switches.current().guard == "always"
+        route = EntryRoute(backend_module, "flash_attn_with_kvcache", interceptor.wrap(entry, provider, KVCACHE),
+                           guard.eager_entry(entry, provider, KVCACHE) if always else None)
         applied: list[_Patch] = []
         try:
             _apply_all(era, mode, applied)
@@ -242,10 +253,27 @@ def install(provider: Provider | None = None) -> AdapterReport:
             log.warning("attn-sched: %s", why)
             return _decline(version, why)
         _state.route, _state.patches = route, applied
+        _state.recorder = _recorder(always) if guard.enabled() else None
         _state.eager, _state.captured, _state.passed_through = True, False, False
         _state.active = True
         _state.report = _report(version, mode)
         return _state.report
+
+
+def _recorder(always: bool) -> EntryRoute | None:
+    """sgl_kernel's ``get_scheduler_metadata`` recording for the guard (armed in captured steps, and in
+    eager ones with ``always``). Each backend binds it in ``__init__``, after ``load_plugins``, so it
+    is replaced for the whole process; a call costs one flag test when disarmed."""
+    try:
+        import sgl_kernel.flash_attn as module
+    except ImportError:
+        return None
+    if getattr(module, "get_scheduler_metadata", None) is None:
+        return None
+    route = EntryRoute(module, "get_scheduler_metadata",
+                       guard.recording(module.get_scheduler_metadata, lambda: always or not _state.eager))
+    route.capture()
+    return route
 
 
 def _environment_reason() -> str | None:
@@ -360,8 +388,9 @@ def uninstall() -> None:
 
     with _state.lock:
         _state.active = _state.captured = False
-        if _state.route is not None:
-            _state.route.release()
+        for route in (_state.route, _state.recorder):
+            if route is not None:
+                route.restore()
         for patch in reversed(_state.patches):
             hooks = HookRegistry._hooks.get(patch.target, [])
             hooks[:] = [h for h in hooks if h[1] is not patch.hook]
@@ -374,7 +403,7 @@ def uninstall() -> None:
             if not hooks:
                 HookRegistry._patched.discard(patch.target)
         _state.patches = []
-        _state.route = None
+        _state.route = _state.recorder = _state.provider = None
         _state.report = None
 
 

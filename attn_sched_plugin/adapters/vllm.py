@@ -167,7 +167,10 @@ def native_mismatch(kw: dict) -> str | None:
 
 @hookimpl
 def attn_sched_engine_counters() -> dict[str, dict[str, int]]:
-    return {ENGINE: {f"native_metadata_{kind}": n for kind, n in _native.items()}} if _native else {}
+    from attn_sched_plugin import guard
+
+    counters = {**{f"native_metadata_{kind}": n for kind, n in _native.items()}, **guard.counts(fa3_provider().name)}
+    return {ENGINE: counters} if counters else {}
 
 
 def native_inconsistencies() -> dict[str, int]:
@@ -197,28 +200,43 @@ def _set(owner, name: str, value) -> None:
 
 
 def _route_entries(plan: targets.Plan) -> list[str]:
+    from attn_sched_plugin import guard, switches
     from attn_sched_plugin.conventions import VARLEN
     from attn_sched_plugin.interceptor import wrap
 
     from .routing import EntryRoute
 
     provider = fa3_provider()
+    mode = switches.current().guard
     done = []
     for module, attr in plan.entries:
-        route = EntryRoute(module, attr, _checking(wrap(getattr(module, attr), provider, VARLEN)))
-        _routes.append(route)
-        _undo.append(lambda r=route: (r.release(), _routes.remove(r)))
-        done.append(f"{module.__name__}.{attr} (routed)")
+        fn = getattr(module, attr)
+        eager = guard.eager_entry(fn, provider, VARLEN) if mode == "always" else None
+        routes = [EntryRoute(module, attr, _checking(wrap(fn, provider, VARLEN)), eager)]
+        recorded = module.__dict__.get(targets.METADATA_ENTRY)
+        if mode != "off" and recorded is not None:  # the guard's record of vLLM's own computations
+            recorder = guard.recording(recorded)
+            routes.append(EntryRoute(module, targets.METADATA_ENTRY, recorder, recorder if eager else None))
+        for route in routes:
+            _routes.append(route)
+            _undo.append(lambda r=route: (r.restore(), _routes.remove(r)))
+            done.append(f"{module.__name__}.{route.attr} (routed)")
     return done
 
 
 def _patch_builder(builder: type) -> list[str]:
+    from attn_sched_plugin import guard
+
     done = []
     for name in targets.STEP_METHODS:
         method = getattr(builder, name, None)
         if method is not None and not getattr(method, STEP_MARK, False):
             _set(builder, name, stepping(name, method))
             done.append(f"{builder.__module__}.{builder.__qualname__}.{name}")
+    store = builder.__dict__.get(targets.STORE_METHOD)
+    if store is not None:
+        _set(builder, targets.STORE_METHOD, guard.following(store))
+        done.append(f"{builder.__module__}.{builder.__qualname__}.{targets.STORE_METHOD}")
     return done
 
 

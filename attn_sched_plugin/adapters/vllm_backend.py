@@ -9,13 +9,17 @@ vLLM imports this module when it resolves the backend, never before.
 from __future__ import annotations
 
 from attn_sched_plugin.adapters.vllm import stepping
-from attn_sched_plugin.adapters.vllm_targets import STEP_METHODS
+from attn_sched_plugin.adapters.vllm_targets import STEP_METHODS, STORE_METHOD
+from attn_sched_plugin.guard import following
 from vllm.v1.attention.backends import flash_attn as _fa
 
 
 def stepping_builder(base: type) -> type:
-    """A subclass of ``base`` whose metadata builds tell the adapter the phase (``vllm.stepping``)."""
+    """A subclass of ``base`` whose metadata builds tell the adapter the phase (``vllm.stepping``) and
+    whose metadata copies the guard follows (``guard.following``)."""
     methods = {name: stepping(name, getattr(base, name)) for name in STEP_METHODS if hasattr(base, name)}
+    if hasattr(base, STORE_METHOD):
+        methods[STORE_METHOD] = following(getattr(base, STORE_METHOD))
     return type(base.__name__, (base,), {"__module__": __name__, "__qualname__": base.__name__, **methods})
 
 

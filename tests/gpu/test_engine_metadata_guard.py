@@ -1,0 +1,76 @@
+"""The guard on real FA3 builds (vLLM's library, sgl_kernel): engine-style metadata computed for another
+``max_seqlen_k`` / window / ``num_splits``, which FA3 alone accepts (only its size is checked) and may
+compute with differently from its own scheduling; through the plugin's wrapper the result must be
+bitwise equal to FA3 scheduling itself.
+
+Each wrong metadata errs on the side of FEWER splits or blocks than the forward plans for (a shorter
+``max_seqlen_k``, ``num_splits=1``, a window on a full-attention call), so that FA3 alone reads no
+split beyond the ones it allocated: the opposite direction is the engines' illegal-memory-access
+class, which would take the whole GPU session down with it.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from attn_sched_plugin import guard, runtime
+from attn_sched_plugin.conventions import Binder
+from attn_sched_plugin.descriptor import derive_fields
+from attn_sched_plugin.interceptor import wrap
+from attn_sched_plugin.verify import bitwise_equal
+
+from .cases import sglang_call, vllm_call
+
+pytestmark = pytest.mark.gpu
+
+CASE = dict(mla=False, hd=128, hdv=128, hk=2, h=16, batch=2, q_len=1, page=16, context=8192, live=8192,
+            extra_pages=0, max_seqlen_k=8192, causal=True, window=None, softcap=0.0, num_splits=0, sinks=False,
+            fp8=False, idle=False, seed=5, varlen_q=True, chunk=0, pack_gqa=None, k_new=False)
+BUGS = {
+    "max_seqlen_k": lambda sig, batch: (sig, batch._replace(max_seqlen_k=batch.max_seqlen_k // 4)),
+    "num_splits": lambda sig, batch: (sig._replace(num_splits=1), batch),
+    "window": lambda sig, batch: (sig._replace(window_size_left=255, window_size_right=0), batch),
+}
+
+
+def _engine(build, sig, batch):
+    """An engine's get_scheduler_metadata, recorded by the guard: the build's own op, for (sig, batch)."""
+    def get_scheduler_metadata(batch_size, max_seqlen_q, max_seqlen_k, num_heads, num_heads_k, headdim, headdim_v,
+                               qkv_dtype, page_size, causal, window_size, num_splits, has_softcap=False):
+        s = sig._replace(num_heads=num_heads, num_heads_k=num_heads_k, headdim=headdim, headdim_v=headdim_v,
+                         qkv_dtype=qkv_dtype, is_causal=causal, window_size_left=window_size[0],
+                         window_size_right=window_size[1], num_splits=num_splits, has_softcap=has_softcap)
+        return build.provider.compute(s, batch._replace(batch_size=batch_size, max_seqlen_q=max_seqlen_q,
+                                                        max_seqlen_k=max_seqlen_k, page_size=page_size))
+
+    return guard.recording(get_scheduler_metadata)
+
+
+@pytest.mark.parametrize("bug", sorted(BUGS))
+@pytest.mark.parametrize("which", ["vllm", "sgl_kernel"])
+def test_wrong_engine_metadata_is_replaced(request, record, which, bug):
+    build = request.getfixturevalue("vllm_build" if which == "vllm" else "sgl_kernel_build")
+    kwargs = (vllm_call if which == "vllm" else sglang_call)(CASE)
+    sig, batch = derive_fields(Binder(build.forward, build.convention).fields((), kwargs),
+                               build.provider.seqlen_k_from_call)
+    wrong_sig, wrong_batch = BUGS[bug](sig, batch)
+    wrong = _engine(build, wrong_sig, wrong_batch)(
+        wrong_batch.batch_size, wrong_batch.max_seqlen_q, wrong_batch.max_seqlen_k, wrong_sig.num_heads,
+        wrong_sig.num_heads_k, wrong_sig.headdim, wrong_sig.headdim_v, wrong_sig.qkv_dtype, wrong_batch.page_size,
+        wrong_sig.is_causal, (wrong_sig.window_size_left, wrong_sig.window_size_right), wrong_sig.num_splits)
+    plain = build.forward(**kwargs)
+    try:
+        alone = build.forward(**kwargs, scheduler_metadata=wrong)
+        torch.cuda.synchronize()
+        accepted, differs = True, not bitwise_equal(alone, plain)
+    except RuntimeError:  # FA3's size check refused it: a layout change (sort / swizzle vectors)
+        accepted, differs = False, None
+    runtime.new_step()
+    guarded = wrap(build.forward, build.provider, build.convention)(**kwargs, scheduler_metadata=wrong)
+    torch.cuda.synchronize()
+    counts = guard.counts(build.provider.name)
+    record(build=which, bug=bug, fa3_alone_accepts=accepted, fa3_alone_differs=differs,
+           guard_equal=bitwise_equal(guarded, plain), guard_counts=counts)
+    assert bitwise_equal(guarded, plain)
+    assert counts.get(f"guard_{bug}", 0) >= 1
