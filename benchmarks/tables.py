@@ -51,12 +51,15 @@ EXACTNESS = {
     "gpu-exactness": "ATTN_SCHED_FA3_LIB=/tmp/engines/vllm-0.26.0/site/vllm/vllm_flash_attn/_vllm_fa3_C.abi3.so "
                      "ATTN_SCHED_GPU_CASES=20000 bash integration/gpu_run.sh exactness -k 'not sgl_kernel' "
                      "(vLLM 0.26.0's FA3 library and fa3-fwd 0.0.3)",
+    "gpu-exactness-after-faults": "ATTN_SCHED_FA3_LIB=/tmp/engines/vllm-0.26.0/site/vllm/vllm_flash_attn/_vllm_fa3_C.abi3.so "
+                                  "PYTHONPATH=/tmp/engines/vllm-0.26.0/site ATTN_SCHED_GPU_REQUIRED=0 ATTN_SCHED_GPU_CASES=5000 "
+                                  "bash integration/gpu_run.sh exactness -k 'not sgl_kernel' (vLLM 0.26.0's library)",
     "gpu-exactness-sgl-kernel": "SGLANG_SITE=/tmp/engines/sglang-0.5.16/site ATTN_SCHED_GPU_CASES=20000 bash "
                                 "integration/gpu_run.sh exactness tests/gpu/test_exactness.py -k sgl_kernel "
                                 "(sglang-kernel 0.4.5)",
 }
 # real-engine A/B plans (integration/serve_ab), rendered by its own report
-REAL_ENGINES = ("vllm-gemma-graphs", "sglang-gemma-graphs", "vllm-eager", "sglang-eager")
+REAL_ENGINES = ("vllm-small", "vllm-gemma-graphs", "sglang-gemma-graphs", "vllm-eager", "sglang-eager")
 
 
 def exactness_table(name: str) -> str:

@@ -62,10 +62,11 @@ class EntryRoute:
         """Calls from now on reach FA3 untouched, or only the guard (an eager or replay step starts, the
         engine's guard against shared metadata).
 
-        One identity check when there is nothing to do; anything but our wrapper there (FA3 itself, or
+        Two identity checks when there is nothing to do; anything but our wrapper there (FA3 itself, or
         what someone put after us) stays.
         """
-        if self.module.__dict__.get(self.attr) is self.wrapped:
+        current = self.module.__dict__.get(self.attr)
+        if current is not self.outside and (current is self.wrapped or current is self.plain):
             with self._lock:
                 setattr(self.module, self.attr, self.outside)
 

@@ -253,6 +253,7 @@ def install(provider: Provider | None = None) -> AdapterReport:
             log.warning("attn-sched: %s", why)
             return _decline(version, why)
         _state.route, _state.patches = route, applied
+        route.release()  # ATTN_SCHED_GUARD=always: eager steps reach the guard's entry from the start
         _state.recorder = _recorder(always) if guard.enabled() else None
         _state.eager, _state.captured, _state.passed_through = True, False, False
         _state.active = True

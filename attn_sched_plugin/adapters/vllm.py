@@ -218,6 +218,7 @@ def _route_entries(plan: targets.Plan) -> list[str]:
             recorder = guard.recording(recorded)
             routes.append(EntryRoute(module, targets.METADATA_ENTRY, recorder, recorder if eager else None))
         for route in routes:
+            route.release()  # ATTN_SCHED_GUARD=always: eager steps reach the guard's entry from the start
             _routes.append(route)
             _undo.append(lambda r=route: (r.restore(), _routes.remove(r)))
             done.append(f"{module.__name__}.{route.attr} (routed)")

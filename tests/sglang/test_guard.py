@@ -108,7 +108,7 @@ def _step(module, sgl_kernel, make=None) -> list[torch.Tensor]:
 @pytest.mark.parametrize("make, reason, refusal", [
     (_precomputed, "max_seqlen_k", "computed for other parameters"),  # SGLang #30439-class
     (_swa_window, "window", "computed for other parameters"),  # GPT-OSS SWA metadata on full layers
-    (_other_size, "fa3_refused", "wrong size"),  # SGLang #22800-class
+    (_other_size, "fa3_refused", "must have shape"),  # SGLang #22800-class
 ], ids=["stale-live-max", "swa-window-on-full-layers", "capture-size-mismatch"])
 def test_keep_native_capture_with_wrong_sglang_metadata(fa3_on_cpu, sgl_kernel_on_cpu, plugin, make, reason,
                                                        refusal):
