@@ -30,7 +30,7 @@ from typing import Callable
 
 import torch
 
-from . import runtime, switches
+from . import once, runtime, switches
 from .conventions import Binder, Convention
 from .descriptor import AttnSignature, Decline, parameters
 
@@ -59,7 +59,7 @@ _lock = threading.Lock()
 _records: dict[tuple, tuple[torch.Tensor, dict]] = {}
 _sizes: dict[tuple, int] = {}  # (provider name, signature, sizes) -> numel of this build's metadata
 _counts: Counter = Counter()  # (provider name, reason) -> calls whose engine metadata was replaced
-_logged: set[str] = set()
+_logged: set[str] = set()  # reasons already logged (one line each; bounded by ISSUE_CLASSES and FIELDS)
 
 
 def enabled() -> bool:
@@ -235,6 +235,8 @@ def eager_entry(fn: Callable, provider, convention: Convention) -> Callable:
     engine metadata, which goes through the interceptor (and so the guard)."""
     from .interceptor import _intercept
 
+    if switches.current().disabled:  # read once, as ``interceptor.wrap`` does
+        return fn
     binder = Binder(fn, convention)
     position = binder.metadata_position
     compiling = torch.compiler.is_compiling
@@ -242,7 +244,7 @@ def eager_entry(fn: Callable, provider, convention: Convention) -> Callable:
     @functools.wraps(fn)
     def fa3_guarded(*args, **kwargs):
         metadata = args[position] if len(args) > position else kwargs.get("scheduler_metadata")
-        if metadata is None or compiling() or switches.current().disabled:
+        if metadata is None or compiling():
             return fn(*args, **kwargs)
         return _intercept(fn, binder, provider, False, args, kwargs)
 
@@ -277,6 +279,4 @@ def reset() -> None:
 
 
 def _log_once(message: str) -> None:
-    if message not in _logged:
-        _logged.add(message)
-        log.warning("attn-sched: guard: %s; engine metadata left as it is", message)
+    once.warn(f"guard: {message}; engine metadata left as it is")
