@@ -2,7 +2,8 @@
 
 Per step (``trace.per_step``): count and GPU time of FA3 main, combine, prepare, memsets / fills and
 all other kernels; GPU busy (union of device intervals) and the step period; host time of the
-engine's step where its profiler records one. Ranks of a server are averaged; records of an earlier
+engine's step where its profiler records one; the host's period and busy time between CUDA-graph
+launches (both engines). Ranks of a server are averaged; records of an earlier
 runner (counts only) show the prepare column alone.
 """
 
@@ -28,11 +29,15 @@ def _server(rec: dict) -> dict | None:
     out["period_us"] = mean(lambda x: x["per_step"]["period_us"])
     hosts = [x["host_step_us"]["median"] for x in ranks if x.get("host_step_us")]
     out["host_us"] = statistics.fmean(hosts) if hosts else None
+    launches = [x["graph_launch_us"] for x in ranks if x.get("graph_launch_us")]
+    out["launch"] = ((statistics.fmean(x["period"] for x in launches), statistics.fmean(x["busy"] for x in launches))
+                     if launches else None)
     return out
 
 
 def table(variants: list[str], by_variant: dict[str, list[dict]]) -> list[str]:
-    head = ["Variant", "servers"] + [LABELS[k] for k in KINDS] + ["GPU busy us", "step period us", "host us / step"]
+    head = ["Variant", "servers"] + [LABELS[k] for k in KINDS] + ["GPU busy us", "step period us", "host us / step",
+                                                    "host period / busy us between graph launches"]
     rows = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
     for v in variants:
         per = [c for c in (_server(r) for r in by_variant[v]) if c]
@@ -44,5 +49,8 @@ def table(variants: list[str], by_variant: dict[str, list[dict]]) -> list[str]:
         cells += [f"{med('busy_us'):.0f}", f"{med('period_us'):.0f}"]
         hosts = [c["host_us"] for c in per if c["host_us"] is not None]
         cells.append(f"{statistics.median(hosts):.0f}" if hosts else "n/a (no per-step CPU annotation)")
+        launches = [c["launch"] for c in per if c["launch"]]
+        cells.append(f"{statistics.median(p for p, _ in launches):.0f} / {statistics.median(b for _, b in launches):.0f}"
+                     if launches else "n/a (no graph launches)")
         rows.append("| " + " | ".join(cells) + " |")
     return rows

@@ -8,8 +8,12 @@ cut at its edges cancel out. Kernels replayed from CUDA graphs appear as kernel 
 ones. GPU busy is the union of all device intervals (kernels, memsets, memcpys); the step period is
 the span from the first to the last device event / steps. Host time per step comes from the
 engine's own per-step CPU annotation where it records one (vLLM's worker wraps every
-``execute_model`` in ``execute_context_N(..)_generation_M(..)``; decode steps have ``context_0``);
-SGLang's profile window records GPU activity only, so there it is None. Traces are not needed after
+``execute_model`` in ``execute_context_N(..)_generation_M(..)``; decode steps have ``context_0``).
+Both engines' traces also hold the CUDA runtime calls (SGLang's window records GPU activity only,
+which still includes them), so host time is also read engine-neutrally from the graph launches: a
+CUDA-graph decode step launches its graph once, the gap between two launches of the launching thread
+is the host's step period, and the gap less the time spent blocked in synchronising calls
+(``*Synchronize``, ``cudaMemcpy*``) is the host's busy time per step. Traces are not needed after
 this: the census is what is kept.
 """
 
@@ -28,6 +32,8 @@ FILL = re.compile(r"fill|memset", re.IGNORECASE)
 DEVICE = {"kernel", "gpu_memset", "gpu_memcpy"}
 DECODE_STEP = re.compile(r"^execute_context_0\(0\)_generation_\d+")
 KINDS = ("fa3_main", "combine", "prepare", "memset_fill", "other")
+GRAPH_LAUNCH = "cudaGraphLaunch"
+BLOCKING = re.compile(r"Synchronize|^cudaMemcpy")
 
 
 def events(path: Path) -> list[dict]:
@@ -74,7 +80,35 @@ def count(path: Path) -> dict:
     return {"file": path.name, "prepare": counts["prepare"], "fa3_main": counts["fa3_main"], "counts": counts,
             "gpu_us": {k: round(v, 3) for k, v in gpu_us.items()}, "busy_us": round(_busy(intervals), 3),
             "span_us": round(max(b for _, b in intervals) - min(a for a, _ in intervals), 3) if intervals else 0.0,
-            "host_step_us": ({"median": statistics.median(host), "n": len(host)} if host else None)}
+            "host_step_us": ({"median": statistics.median(host), "n": len(host)} if host else None),
+            "graph_launch_us": graph_launches(evs)}
+
+
+def graph_launches(evs: list[dict]) -> dict | None:
+    """Host period and busy time (us, medians) between consecutive graph launches of the thread that
+    launches most graphs; None with fewer than two launches."""
+    runtime = [ev for ev in evs if ev.get("cat") == "cuda_runtime" and ev.get("ph") == "X"]
+    by_thread: dict = {}
+    for ev in runtime:
+        by_thread.setdefault((ev.get("pid"), ev.get("tid")), []).append(ev)
+    calls = max(by_thread.values(), key=lambda c: sum(GRAPH_LAUNCH in str(e.get("name")) for e in c), default=[])
+    calls.sort(key=lambda e: float(e.get("ts", 0.0)))
+    launches = [float(e["ts"]) for e in calls if GRAPH_LAUNCH in str(e.get("name"))]
+    if len(launches) < 2:
+        return None
+    blocked = [0.0] * (len(launches) - 1)
+    i = 0
+    for ev in calls:
+        ts = float(ev.get("ts", 0.0))
+        while i < len(blocked) and ts >= launches[i + 1]:
+            i += 1
+        if i == len(blocked):
+            break
+        if ts >= launches[i] and BLOCKING.search(str(ev.get("name", ""))):
+            blocked[i] += float(ev.get("dur", 0.0))
+    gaps = [b - a for a, b in zip(launches, launches[1:])]
+    return {"period": round(statistics.median(gaps), 3),
+            "busy": round(statistics.median(g - w for g, w in zip(gaps, blocked)), 3), "n": len(gaps)}
 
 
 def per_step(counts: dict, layers: int) -> dict:

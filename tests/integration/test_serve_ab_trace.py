@@ -109,3 +109,20 @@ def test_busy_is_the_union_of_overlapping_device_intervals_and_host_steps_come_f
     assert counts["counts"] == {"fa3_main": 1, "combine": 1, "prepare": 1, "memset_fill": 2, "other": 1}
     assert counts["busy_us"] == 15 + 2 + 1 + 10 and counts["span_us"] == 60
     assert counts["host_step_us"] == {"median": 400.0, "n": 2}
+
+
+def test_host_time_between_graph_launches_excludes_blocking_calls(tmp_path):
+    """Decode steps of 100 us each on the launching thread (tid 7): a graph launch, 60 us blocked in a
+    synchronise or a copy, the rest host work; another thread's launches and a kernel are not counted."""
+    events = [kernel(MAIN)]
+    for step, blocked in enumerate((60.0, 60.0, 40.0, 60.0)):
+        t = 1000.0 + 100.0 * step
+        events += [timed("cudaGraphLaunch", t, 5.0, cat="cuda_runtime"),
+                   timed("cudaStreamSynchronize" if step % 2 else "cudaMemcpyAsync", t + 10, blocked,
+                         cat="cuda_runtime"),
+                   timed("cudaLaunchKernel", t + 80, 3.0, cat="cuda_runtime")]
+    events.append(timed("cudaGraphLaunch", 1400.0, 5.0, cat="cuda_runtime"))
+    events += [dict(timed("cudaGraphLaunch", 1000.0 + 7 * i, 1.0, cat="cuda_runtime"), tid=9) for i in range(3)]
+    got = trace.count(write(tmp_path / "t.json", events))["graph_launch_us"]
+    assert got == {"period": 100.0, "busy": 40.0, "n": 4}
+    assert trace.count(write(tmp_path / "e.json", [kernel(MAIN)]))["graph_launch_us"] is None
