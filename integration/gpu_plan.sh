@@ -89,7 +89,10 @@ vllm_small_job() {
   step vllm-small $RUN "${VLLM_SMALL[@]}"
 }
 
-sglang_small_job() {
+sglang_small_job() {  # sgl_kernel's exactness suite and the guard's GPU test first (~1 min), then the A/B
+  [ -f $PLAN/sglang/gpu-exactness.json ] ||
+    step sglang-exactness env OUT=$PLAN/sglang SGLANG_SITE=/tmp/engines/$SGLANG/site ATTN_SCHED_GPU_REQUIRED=0 \
+      ATTN_SCHED_GPU_CASES=5000 bash integration/gpu_run.sh exactness -k sgl_kernel
   step sglang-small $RUN "${SGLANG_SMALL[@]}"
 }
 

@@ -3,10 +3,13 @@
 compute with differently from its own scheduling; through the plugin's wrapper the result must be
 bitwise equal to FA3 scheduling itself.
 
-Each wrong metadata errs on the side of FEWER splits or blocks than the forward plans for (a shorter
-``max_seqlen_k``, ``num_splits=1``, a window on a full-attention call), so that FA3 alone reads no
-split beyond the ones it allocated: the opposite direction is the engines' illegal-memory-access
-class, which would take the whole GPU session down with it.
+Each wrong metadata keeps the layout FA3 alone expects (so only parameters recorded at the engine's
+``get_scheduler_metadata`` call can prove it wrong) and errs on the side of FEWER splits or blocks than
+the forward plans for: a quarter of ``max_seqlen_k``, ``num_splits=2`` where FA3's heuristic picks more,
+a 255 window fed to a 1023-window call (the vLLM #54374 class). So FA3 alone reads no split beyond the
+ones it allocated: the opposite direction is the engines' illegal-memory-access class, which would take
+the whole GPU session down with it. ``num_splits=1`` or a window on a full-attention call changes the
+metadata's layout (FA3 alone refuses it by size): the guard's ``size`` reason, tested on CPU.
 """
 
 from __future__ import annotations
@@ -27,10 +30,12 @@ pytestmark = pytest.mark.gpu
 CASE = dict(mla=False, hd=128, hdv=128, hk=2, h=16, batch=2, q_len=1, page=16, context=8192, live=8192,
             extra_pages=0, max_seqlen_k=8192, causal=True, window=None, softcap=0.0, num_splits=0, sinks=False,
             fp8=False, idle=False, seed=5, varlen_q=True, chunk=0, pack_gqa=None, k_new=False)
+# bug -> (the call's case, how the engine's metadata parameters differ from the call's)
 BUGS = {
-    "max_seqlen_k": lambda sig, batch: (sig, batch._replace(max_seqlen_k=batch.max_seqlen_k // 4)),
-    "num_splits": lambda sig, batch: (sig._replace(num_splits=1), batch),
-    "window": lambda sig, batch: (sig._replace(window_size_left=255, window_size_right=0), batch),
+    "max_seqlen_k": (CASE, lambda sig, batch: (sig, batch._replace(max_seqlen_k=batch.max_seqlen_k // 4))),
+    "num_splits": (CASE, lambda sig, batch: (sig._replace(num_splits=2), batch)),
+    "window": (dict(CASE, window=1023),
+               lambda sig, batch: (sig._replace(window_size_left=255, window_size_right=0), batch)),
 }
 
 
@@ -51,10 +56,11 @@ def _engine(build, sig, batch):
 @pytest.mark.parametrize("which", ["vllm", "sgl_kernel"])
 def test_wrong_engine_metadata_is_replaced(request, record, which, bug):
     build = request.getfixturevalue("vllm_build" if which == "vllm" else "sgl_kernel_build")
-    kwargs = (vllm_call if which == "vllm" else sglang_call)(CASE)
+    case, differ = BUGS[bug]
+    kwargs = (vllm_call if which == "vllm" else sglang_call)(case)
     sig, batch = derive_fields(Binder(build.forward, build.convention).fields((), kwargs),
                                build.provider.seqlen_k_from_call)
-    wrong_sig, wrong_batch = BUGS[bug](sig, batch)
+    wrong_sig, wrong_batch = differ(sig, batch)
     wrong = _engine(build, wrong_sig, wrong_batch)(
         wrong_batch.batch_size, wrong_batch.max_seqlen_q, wrong_batch.max_seqlen_k, wrong_sig.num_heads,
         wrong_sig.num_heads_k, wrong_sig.headdim, wrong_sig.headdim_v, wrong_sig.qkv_dtype, wrong_batch.page_size,
@@ -66,11 +72,14 @@ def test_wrong_engine_metadata_is_replaced(request, record, which, bug):
         accepted, differs = True, not bitwise_equal(alone, plain)
     except RuntimeError:  # FA3's size check refused it: a layout change (sort / swizzle vectors)
         accepted, differs = False, None
+    before = guard.counts(build.provider.name)
     runtime.new_step()
     guarded = wrap(build.forward, build.provider, build.convention)(**kwargs, scheduler_metadata=wrong)
     torch.cuda.synchronize()
-    counts = guard.counts(build.provider.name)
+    after = guard.counts(build.provider.name)
+    replaced = {reason: n - before.get(reason, 0) for reason, n in after.items() if n > before.get(reason, 0)}
     record(build=which, bug=bug, fa3_alone_accepts=accepted, fa3_alone_differs=differs,
-           guard_equal=bitwise_equal(guarded, plain), guard_counts=counts)
+           guard_equal=bitwise_equal(guarded, plain), guard_replaced=replaced)
     assert bitwise_equal(guarded, plain)
-    assert counts.get(f"guard_{bug}", 0) >= 1
+    assert accepted, "FA3 alone refused this metadata: the case no longer shows a silent-corruption class"
+    assert replaced == {f"guard_{bug}": 1}

@@ -40,4 +40,7 @@ def test_random_calls_bitwise_equal(which, request, record):
     declined_cases = sum(passed.values()) // 2
     assert counts["injected_calls"] == 2 * (counts["cases"] - declined_cases)
     assert counts["computed"] == counts["cases"] - declined_cases
-    assert counts["cases"] >= 0.9 * CASES and counts["injected_calls"] >= CASES
+    # every case ran or was refused by FA3 alone (a varlen-only build refuses the 4-D half), and most ran
+    assert counts["cases"] + counts.get("fa3_rejects_case", 0) == CASES
+    assert counts["cases"] >= (0.5 if which == "vllm_nonvarlen" else 0.9) * CASES
+    assert counts["injected_calls"] >= counts["cases"]
