@@ -1,6 +1,6 @@
 """Pack a site folder into parts that each fit one call to the GPU machine.
 
-Why: a call carries at most 64 MiB, the working tree (~2 MiB) included, so the compressed site is
+Why: a call carries at most 64 MiB, the working tree (~5 MiB) included, so the compressed site is
 cut into parts of at most PART_LIMIT bytes. ``tar | xz -9e`` because engine libraries compress
 up to 20x; tar is made reproducible (sorted names, fixed owner and times). Next to the parts go
 SHA256SUMS (what install.sh checks) and manifest.json (sizes, versions, checksums, trims).
@@ -14,13 +14,13 @@ import subprocess
 from pathlib import Path
 
 CALL_LIMIT = 64 * 2**20  # what one call to the GPU machine carries, working tree included
-PART_LIMIT = 60 * 2**20  # leaves room for the repository beside one part
+PART_LIMIT = 56 * 2**20  # leaves room for the repository (~5 MiB with its committed results) beside one part
 
 
 def split(archive: Path, out: Path, limit: int = PART_LIMIT) -> list[Path]:
     """Cut ``archive`` into ``out/part-aa``, ``part-ab``, ... of at most ``limit`` bytes each."""
     if not 0 < limit <= CALL_LIMIT - 2 * 2**20:
-        raise ValueError(f"part limit {limit} bytes: a call carries {CALL_LIMIT} bytes with the ~2 MiB "
+        raise ValueError(f"part limit {limit} bytes: a call carries {CALL_LIMIT} bytes with the ~5 MiB "
                          f"repository; accepted: 1..{CALL_LIMIT - 2 * 2**20}")
     for old in out.glob("part-*"):
         old.unlink()

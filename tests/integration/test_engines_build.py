@@ -48,7 +48,7 @@ def test_split_refuses_a_part_that_cannot_travel_beside_the_repository(tmp_path,
 
 
 def test_default_part_limit_fits_one_call():
-    assert pack.PART_LIMIT == 60 * 2**20 <= pack.CALL_LIMIT - 2 * 2**20
+    assert pack.PART_LIMIT == 56 * 2**20 <= pack.CALL_LIMIT - 6 * 2**20
 
 
 def test_pack_writes_parts_checksums_and_manifest(tmp_path):
