@@ -32,6 +32,7 @@ def _server(rec: dict) -> dict | None:
     launches = [x["graph_launch_us"] for x in ranks if x.get("graph_launch_us")]
     out["launch"] = ((statistics.fmean(x["period"] for x in launches), statistics.fmean(x["busy"] for x in launches))
                      if launches else None)
+    out["launch_recorded"] = any("graph_launch_us" in x for x in ranks)  # runs before this field have none
     return out
 
 
@@ -51,6 +52,7 @@ def table(variants: list[str], by_variant: dict[str, list[dict]]) -> list[str]:
         cells.append(f"{statistics.median(hosts):.0f}" if hosts else "n/a (no per-step CPU annotation)")
         launches = [c["launch"] for c in per if c["launch"]]
         cells.append(f"{statistics.median(p for p, _ in launches):.0f} / {statistics.median(b for _, b in launches):.0f}"
-                     if launches else "n/a (no graph launches)")
+                     if launches else "n/a (no graph launches)" if any(c["launch_recorded"] for c in per)
+                     else "not recorded (run older than the field)")
         rows.append("| " + " | ".join(cells) + " |")
     return rows

@@ -2,7 +2,10 @@
 
 Off-vs-off pairs are the control: when they all agree, the engine is bitwise reproducible across
 fresh servers, and a plugin-on server that differs from them is a FAILURE. When the controls
-themselves differ, no on-server difference can be blamed on the plugin, and the report says so.
+themselves differ (vLLM 0.26's fresh servers fall into two bitwise classes with the plugin off),
+each on server must still be bitwise identical to at least one off server: an on server equal to
+none of them is a FAILURE (the plugin would have to reproduce another server's numbers exactly to
+pass). With fewer than 2 off servers there is no verdict, and the report says so.
 Records of an earlier runner carry greedy ids only; they are compared by ids, and say so.
 """
 
@@ -25,7 +28,7 @@ def _cell(pairs: list) -> str:
     if bad:
         a, b, d = max(bad, key=lambda x: x[2]["max_abs_diff"] or 0)
         text += (f"; worst {a} vs {b}: first at {d['first']}, differing positions {d['positions']}, "
-                 f"max |diff| {d['max_abs_diff']:.3g}")
+                 f"max abs diff {d['max_abs_diff']:.3g}")
     return text
 
 
@@ -40,8 +43,22 @@ def _greedy_cell(reference: dict | None, recs: list[dict]) -> str:
     return f"greedy ids only (older record): NO in {len(bad)} of {len(recs)}: {bad[0][0]}: {bad[0][1]}"
 
 
+def _classes(offs: list[dict], controls: list) -> int:
+    """How many bitwise classes the off servers form (identical = same class)."""
+    parent = {r["id"]: r["id"] for r in offs}
+
+    def root(i):
+        while parent[i] != i:
+            i = parent[i]
+        return i
+    for a, b, d in controls:
+        if not d:
+            parent[root(a)] = root(b)
+    return len({root(i) for i in parent})
+
+
 def verdict(variants: list[str], by_variant: dict[str, list[dict]]) -> tuple[list[str], list[str]]:
-    """Table rows (variant | vs every off server) and the FAILURE lines."""
+    """Table rows (variant | vs every off server) and the verdict lines (FAILURE, consistent, unexplained)."""
     offs = by_variant.get(OFF, [])
     rows, failures = ["| Variant | Logprobs vs every `off` server (bitwise) |", "|---|---|"], []
     if any(r.get("logprobs") is None for v in variants for r in by_variant[v]):
@@ -59,8 +76,18 @@ def verdict(variants: list[str], by_variant: dict[str, list[dict]]) -> tuple[lis
                 failures.append(f"FAILURE: {v}: {len(bad)} of {len(pairs)} pairs differ while the {len(controls)} "
                                 f"off-vs-off pairs are identical (first: {bad[0][0]} vs {bad[0][1]} at "
                                 f"{bad[0][2]['first']})")
+            elif len(offs) < 2:
+                failures.append(f"unexplained: {v} differs from off in {len(bad)} of {len(pairs)} pairs, but there "
+                                "are fewer than 2 off servers: no verdict on the plugin")
             else:
-                failures.append(f"unexplained: {v} differs from off in {len(bad)} of {len(pairs)} pairs, but the "
-                                "off controls do not agree among themselves (or there are fewer than 2 off servers):"
-                                " no verdict on the plugin")
+                matched = {a for a, _, d in pairs if not d}
+                alone = [r["id"] for r in by_variant[v] if r["id"] not in matched]
+                k = _classes(offs, controls)
+                failures.append(
+                    f"FAILURE: {v}: {', '.join(alone)} bitwise equal to none of the {len(offs)} off servers (which "
+                    f"form {k} classes among themselves)" if alone else
+                    f"consistent: {v}: each of its {len(by_variant[v])} servers is bitwise identical to one of the "
+                    f"{len(offs)} off servers, which form {k} bitwise classes among themselves (the engine's own "
+                    f"difference across fresh servers): {len(bad)} of {len(pairs)} pairs differ only as off servers "
+                    "differ from each other")
     return rows, failures

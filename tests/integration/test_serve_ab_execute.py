@@ -260,7 +260,7 @@ def test_failed_runs_are_recorded_the_plan_goes_on_and_retries_on_request(tmp_pa
     table = (out / "table.md").read_text()
     assert "| off (control) | 1 of 1 pairs identical |" in table
     assert ("| on | 0 of 4 pairs identical; worst m-tp1-r1-on vs m-tp1-r1-off: first at prompt 0 (16 tokens) "
-            "output_ids[7], differing positions 12, max |diff| 0.126 |") in table
+            "output_ids[7], differing positions 12, max abs diff 0.126 |") in table
     assert "FAILURE: on: 4 of 4 pairs differ while the 1 off-vs-off pairs are identical" in table
 
 

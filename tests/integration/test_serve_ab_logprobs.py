@@ -84,17 +84,32 @@ def test_verdict_off_controls_agree_and_on_differs_is_a_failure():
     rows, failures = exactness.verdict(["off", "on"], by)
     assert "| off (control) | 3 of 3 pairs identical |" in rows
     assert rows[-1].startswith("| on | 3 of 6 pairs identical; worst b-on vs a-off: first at prompt 0 (3 tokens) "
-                               "chosen[0], differing positions 1, max |diff| 0.0001")
+                               "chosen[0], differing positions 1, max abs diff 0.0001")
     assert failures == ["FAILURE: on: 3 of 6 pairs differ while the 3 off-vs-off pairs are identical (first: b-on vs "
                         "a-off at prompt 0 (3 tokens) chosen[0])"]
 
 
-def test_verdict_without_agreeing_controls_blames_nobody():
-    by = {"off": [_rec("a-off", "off", _record()), _rec("b-off", "off", _shifted(1e-3))],
-          "on": [_rec("a-on", "on", _shifted(2e-3))]}
+def test_verdict_with_disagreeing_controls_needs_each_on_server_in_an_off_class():
+    one, two = _record(), _shifted(1e-3)
+    offs = [_rec("a-off", "off", one), _rec("b-off", "off", two), _rec("c-off", "off", one)]
+    rows, failures = exactness.verdict(["off", "on"], {"off": offs, "on": [_rec("a-on", "on", two),
+                                                                           _rec("b-on", "on", one)]})
+    assert rows[2].startswith("| off (control) | 1 of 3 pairs identical")
+    assert failures == ["consistent: on: each of its 2 servers is bitwise identical to one of the 3 off servers, "
+                        "which form 2 bitwise classes among themselves (the engine's own difference across fresh "
+                        "servers): 3 of 6 pairs differ only as off servers differ from each other"]
+    rows, failures = exactness.verdict(["off", "on"], {"off": offs, "on": [_rec("a-on", "on", one),
+                                                                           _rec("b-on", "on", _shifted(2e-3))]})
+    assert failures == ["FAILURE: on: b-on bitwise equal to none of the 3 off servers (which form 2 classes among "
+                        "themselves)"]
+
+
+def test_verdict_with_one_off_server_blames_nobody():
+    by = {"off": [_rec("a-off", "off", _record())], "on": [_rec("a-on", "on", _shifted(2e-3))]}
     rows, failures = exactness.verdict(["off", "on"], by)
-    assert rows[2].startswith("| off (control) | 0 of 1 pairs identical")
-    assert len(failures) == 1 and failures[0].startswith("unexplained: on differs from off in 2 of 2 pairs")
+    assert rows[2] == "| off (control) | - (no pair) |"
+    assert failures == ["unexplained: on differs from off in 1 of 1 pairs, but there are fewer than 2 off servers: "
+                        "no verdict on the plugin"]
 
 
 def test_verdict_all_identical_has_no_failure_and_old_records_say_ids_only():

@@ -127,7 +127,7 @@ def test_report_tables(sglang_plan):
             "| -2.0% (n=3/3: too few servers for a 95% interval) |") in lines
     assert "| off (control) | 3 of 3 pairs identical |" in lines
     assert ("| on-replace | 6 of 9 pairs identical; worst m-tp1-r2-on-replace vs m-tp1-r1-off: first at prompt 0 "
-            "(2 tokens) output_ids[1], differing positions 1, max |diff| 0 |") in lines
+            "(2 tokens) output_ids[1], differing positions 1, max abs diff 0 |") in lines
     assert any(line.startswith("FAILURE: on-replace: 3 of 9 pairs differ while the 3 off-vs-off pairs") for line in lines)
     assert "| seed-baseline | 9 of 9 pairs identical |" in lines
     assert "| off | 1.00 (>= 10 steps) | disabled x2 | - | - | - |" in lines
