@@ -1,4 +1,4 @@
-"""The per-step metadata cache of one thread, and the step's counters.
+"""The per-step metadata cache of one thread, the step's counters, and the batch tensors' checks.
 
 An entry lives until the step ends; it holds the metadata tensor and the batch tensors it was
 computed from. Holding them keeps their storage alive, so an equal data pointer with an equal
@@ -12,10 +12,34 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .descriptor import check_batch_tensor
+from .errors import Decline
 
 # bound on entries per thread and step; past it the entries are dropped (reuse lost, never exactness)
 MAX_ENTRIES = 256
+
+_INT32 = torch.int32
+
+# the batch tensors in ``BatchDescriptor`` order, with how many entries FA3 reads beyond the batch size
+BATCH_TENSORS = (("seqused_k", 0), ("cu_seqlens_q", 1), ("cu_seqlens_k", 1), ("seqused_q", 0), ("leftpad_k", 0))
+
+
+def check_batch_tensor(t, name: str, length: int) -> None:
+    """FA3 reads these as dense int32 vectors of ``length`` entries (batch size, ``cu_*``: +1)."""
+    if not isinstance(t, torch.Tensor):
+        raise Decline(f"{name}_not_tensor")
+    shape = t.shape
+    if t.dtype is not _INT32 or len(shape) != 1 or shape[0] != length or not t.is_contiguous():
+        raise Decline(f"{name}_layout")
+    if t.is_inference():
+        raise Decline("inference_tensor")  # no version counter: in-place writes would go unseen
+
+
+def check_batch_tensors(sizes: tuple, tensors: tuple) -> None:
+    """``check_batch_tensor`` for each batch tensor present (``StepCache.identities`` memoises it)."""
+    batch_size = sizes[0]
+    for t, (name, extra) in zip(tensors, BATCH_TENSORS):
+        if t is not None:
+            check_batch_tensor(t, name, batch_size + extra)
 
 
 @dataclass
@@ -29,28 +53,8 @@ class StepTally:
     passthrough: Counter = field(default_factory=Counter)
     verify_mismatches: int = 0
 
-    @property
-    def launches_avoided(self) -> int:
-        """Each injected call skips FA3's own prepare kernel; each computation launches one."""
-        return self.injected - self.computed
-
     def empty(self) -> bool:
         return self.calls == 0
-
-
-@dataclass(frozen=True)
-class ComputedEvent:
-    """A metadata tensor was computed (the ``attn_sched_metadata_computed`` payload)."""
-
-    provider: str
-    step: int
-    context: tuple
-    signature: tuple
-    batch_size: int
-    max_seqlen_q: int
-    max_seqlen_k: int
-    page_size: int | None
-    numel: int
 
 
 class StepCache:
@@ -69,10 +73,11 @@ class StepCache:
         return None if entry is None else entry[0]
 
     def put(self, key: tuple, metadata: torch.Tensor, pinned: tuple) -> None:
+        """Keep ``metadata`` (and the batch tensors it was computed from) for the step; when the step
+        already holds ``MAX_ENTRIES``, its entries are dropped first."""
+        if len(self.entries) >= MAX_ENTRIES:
+            self.entries.clear()
         self.entries[key] = (metadata, pinned)
-
-    def full(self) -> bool:
-        return len(self.entries) >= MAX_ENTRIES
 
     def identities(self, sizes: tuple, tensors: tuple) -> tuple:
         """The batch tensors' identities (data pointer, version), each checked by ``check_batch_tensor``.
@@ -88,7 +93,7 @@ class StepCache:
         swapped for a tensor at the same address) is the known limit of the whole key.
         """
         batch_size = sizes[0]
-        # descriptor.BATCH_TENSORS unrolled: a loop over the table adds ~1 us per call (measured)
+        # BATCH_TENSORS unrolled: a loop over the table adds ~1 us per call (measured)
         seqused_k, cu_seqlens_q, cu_seqlens_k, seqused_q, leftpad_k = tensors
         return (
             self._identity(seqused_k, "seqused_k", batch_size),

@@ -15,13 +15,8 @@ from typing import NamedTuple
 
 import torch
 
-
-class Decline(Exception):
-    """The call cannot be given metadata that is provably exact; ``reason`` is a stable short code."""
-
-    def __init__(self, reason: str):
-        super().__init__(reason)
-        self.reason = reason
+from .cache import check_batch_tensors
+from .errors import Decline
 
 
 class AttnSignature(NamedTuple):
@@ -57,35 +52,10 @@ class BatchDescriptor(NamedTuple):
     leftpad_k: torch.Tensor | None
 
 
-_INT32 = torch.int32
-
-# the batch tensors in ``BatchDescriptor`` order, with how many entries FA3 reads beyond the batch size
-BATCH_TENSORS = (("seqused_k", 0), ("cu_seqlens_q", 1), ("cu_seqlens_k", 1), ("seqused_q", 0), ("leftpad_k", 0))
-
-
 def _int_arg(value, name: str) -> int:
     if value.__class__ is not int and (isinstance(value, bool) or not isinstance(value, int)):
         raise Decline(f"{name}_not_int")
     return value
-
-
-def check_batch_tensor(t, name: str, length: int) -> None:
-    """FA3 reads these as dense int32 vectors of ``length`` entries (batch size, ``cu_*``: +1)."""
-    if not isinstance(t, torch.Tensor):
-        raise Decline(f"{name}_not_tensor")
-    shape = t.shape
-    if t.dtype is not _INT32 or len(shape) != 1 or shape[0] != length or not t.is_contiguous():
-        raise Decline(f"{name}_layout")
-    if t.is_inference():
-        raise Decline("inference_tensor")  # no version counter: in-place writes would go unseen
-
-
-def check_batch_tensors(sizes: tuple, tensors: tuple) -> None:
-    """``check_batch_tensor`` for each batch tensor present (``StepCache.identities`` memoises it)."""
-    batch_size = sizes[0]
-    for t, (name, extra) in zip(tensors, BATCH_TENSORS):
-        if t is not None:
-            check_batch_tensor(t, name, batch_size + extra)
 
 
 # the forward-op arguments ``parameters`` reads, in the order it unpacks them (``Binder.fields``)
@@ -100,11 +70,12 @@ def parameters(fields: tuple, seqlen_k_from_call: bool = False) -> tuple[tuple, 
     """The scheduling parameters of a forward call, from its values of ``OP_FIELDS``, as plain tuples.
 
     ``seqlen_k_from_call``: the build's forward takes ``max_seqlen_k`` from the call whenever it is
-    given (``providers.SEQLEN_K_FROM_CALL``); otherwise only for varlen K. Returns (signature, batch sizes, batch tensors) in the field order of ``AttnSignature`` and
-    ``BatchDescriptor`` (see ``descriptors``): the reuse path only hashes them, so the named tuples
-    are built only when metadata is computed. Each ``.shape`` is read once (a torch call each). The
-    batch tensors' layout is NOT checked here: ``check_batch_tensors`` (or its per-step memo in
-    ``StepCache.identities``) must run before they are used.
+    given (``providers.Provider.seqlen_k_from_call``); otherwise only for varlen K. Returns (signature, batch
+    sizes, batch tensors) in the field order of ``AttnSignature`` and ``BatchDescriptor``, plain: the
+    reuse path only hashes them, and a miss hands them to ``Provider.compute`` as they are (named
+    tuples cost a build per call; ``derive_fields`` names them for callers off the hot path). Each ``.shape`` is read once (a torch call each). The
+    batch tensors' layout is NOT checked here: ``cache.check_batch_tensors`` (or its per-step memo
+    in ``StepCache.identities``) must run before they are used.
     """
     (q, k, v, k_new, cu_seqlens_k_new, kv_batch_idx, rotary_cos, seqused_k, cu_seqlens_q, max_seqlen_q, page_table,
      cu_seqlens_k, max_seqlen_k, window, softcap, pack_gqa, causal, attention_chunk, num_splits, sm_margin,
@@ -191,21 +162,8 @@ def parameters(fields: tuple, seqlen_k_from_call: bool = False) -> tuple[tuple, 
     return signature, sizes, (seqused_k, cu_seqlens_q, cu_seqlens_k, seqused_q, leftpad_k)
 
 
-def descriptors(signature: tuple, sizes: tuple, tensors: tuple) -> tuple[AttnSignature, BatchDescriptor]:
-    """``parameters``' tuples as the named descriptors a provider computes from."""
-    return AttnSignature(*signature), BatchDescriptor(*sizes, *tensors)
-
-
 def derive_fields(fields: tuple, seqlen_k_from_call: bool = False) -> tuple[AttnSignature, BatchDescriptor]:
     """The checked scheduling parameters of a call, from its values of ``OP_FIELDS`` (``Binder.fields``)."""
     signature, sizes, tensors = parameters(fields, seqlen_k_from_call)
     check_batch_tensors(sizes, tensors)
-    return descriptors(signature, sizes, tensors)
-
-
-def scheduler_arguments(sig: AttnSignature, batch: BatchDescriptor) -> dict:
-    """``get_scheduler_metadata`` arguments under the upstream op's schema names."""
-    args = sig._asdict()
-    args.update(batch._asdict())
-    args["cu_seqlens_k_new"] = None
-    return args
+    return AttnSignature(*signature), BatchDescriptor(*sizes, *tensors)

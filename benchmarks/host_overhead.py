@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 from attn_sched_plugin import context, interceptor, runtime, switches  # noqa: E402
 from attn_sched_plugin.adapters.routing import EntryRoute  # noqa: E402
 from attn_sched_plugin.bench import builds  # noqa: E402
-from attn_sched_plugin.conventions import Binder  # noqa: E402
+from attn_sched_plugin.binding import Binder  # noqa: E402
 from attn_sched_plugin.descriptor import derive_fields, parameters  # noqa: E402
 
 B, H, HK, D, PAGE, PAGES = 32, 32, 8, 128, 16, 64
@@ -84,10 +84,10 @@ def _summary(samples: list[float]) -> dict:
 
 def measure(build, repeats: int, loop: int) -> dict:
     args, kwargs = _calls(build)
-    binder = Binder(build.forward, build.convention)
-    sig, batch = derive_fields(binder.fields(args, kwargs), build.provider.seqlen_k_from_call)
-    metadata = build.provider.compute(sig, batch)
-    wrapped = interceptor.wrap(build.forward, build.provider, build.convention)
+    binder = Binder(build.forward, build.fa3.convention)
+    sig, batch = derive_fields(binder.fields(args, kwargs), build.fa3.provider.seqlen_k_from_call)
+    metadata = build.fa3.provider.compute(sig, batch)
+    wrapped = interceptor.wrap(build.forward, build.fa3)
     # two engine modules calling their FA3 entry the same way: one without the plugin, one whose entry the
     # adapter routed for a capture, then released for eager steps
     plain_engine, engine = types.ModuleType("engine_without_plugin"), types.ModuleType("engine_with_plugin")
@@ -133,11 +133,11 @@ def measure(build, repeats: int, loop: int) -> dict:
 def breakdown(build, repeats: int, loop: int) -> dict:
     """Each stage of the wrapper's reuse path alone (medians, us), in path order."""
     args, kwargs = _calls(build)
-    provider = build.provider
-    wrapped = interceptor.wrap(build.forward, provider, build.convention)
+    provider = build.fa3.provider
+    wrapped = interceptor.wrap(build.forward, build.fa3)
     runtime.new_step()
     wrapped(*args, **kwargs)
-    binder = Binder(build.forward, build.convention)
+    binder = Binder(build.forward, build.fa3.convention)
     fields = binder.fields(args, kwargs)
     signature, sizes, tensors = parameters(fields, provider.seqlen_k_from_call)
     cache = runtime.state()

@@ -1,6 +1,6 @@
 """Host cost of the plugin's CUDA-graph replay wrapper, in ns per replay, on CPU (issue 21).
 
-A fake ``torch.cuda.CUDAGraph`` (its ``replay`` does nothing) is wrapped by ``graphs.install()`` of the
+A fake ``torch.cuda.CUDAGraph`` (its ``replay`` does nothing) is wrapped by ``GraphCounts.install()`` of the
 source tree on ``PYTHONPATH``; a graph whose capture avoided launches is replayed N times and the time
 per replay is compared with the unwrapped replay. ``--before TREE`` also measures another source tree
 (e.g. a checkout of the previous version) in a subprocess, so one JSON holds both.
@@ -38,7 +38,13 @@ def _best_ns(fn, n: int, repeats: int) -> float:
 def measure(n: int, repeats: int) -> dict:
     import torch
 
-    from attn_sched_plugin import context, graphs, stats  # noqa: F401  stats sets the summary check, as deployed
+    from attn_sched_plugin import context
+
+    try:  # the process's graph counts, whose observer checks the summary, as deployed
+        from attn_sched_plugin.activation import PROCESS
+        counts = PROCESS.graphs
+    except ImportError:  # a tree from before process.Process (--before): module functions
+        from attn_sched_plugin import graphs as counts, stats  # noqa: F401  stats set the summary check
 
     class FakeGraph:
         def capture_end(self):
@@ -52,13 +58,13 @@ def measure(n: int, repeats: int) -> dict:
     context.capture_id = lambda stream: 7
     plain_graph = FakeGraph()
     plain = _best_ns(plain_graph.replay, n, repeats)
-    graphs.install()
-    graphs.book(7, 40)  # a 41-layer decode capture: 41 injected, 1 computed
+    counts.install()
+    counts.book(7, 40)  # a 41-layer decode capture: 41 injected, 1 computed
     graph = FakeGraph()
     graph.capture_end()
     counted = _best_ns(graph.replay, n, repeats)
     return {"plain_replay_ns": round(plain, 1), "wrapped_replay_ns": round(counted, 1),
-            "added_ns_per_replay": round(counted - plain, 1), "replays_counted": graphs.totals()["replays"]}
+            "added_ns_per_replay": round(counted - plain, 1), "replays_counted": counts.totals()["replays"]}
 
 
 def main() -> None:

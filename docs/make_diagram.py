@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Write docs/how-it-works.svg, the data-path diagram shown in the README.
+"""Write docs/how-it-works.svg, the data-path diagram shown in the README and docs/how-it-works.md.
 
 Plain Python that writes SVG text, so the picture needs no graphviz and the committed
 file can be checked byte for byte against this script (tests/integration/test_diagram.py).

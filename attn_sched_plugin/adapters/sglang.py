@@ -15,13 +15,13 @@ from __future__ import annotations
 import logging
 import sys
 import threading
-from typing import Callable, NamedTuple
+from typing import Callable
 
 from .. import guard, interceptor, runtime, switches
-from ..conventions import KVCACHE
 from ..hookspecs import hookimpl
-from ..providers import Provider, provider_for
-from ..report import AdapterReport, EngineSupport
+from ..patching import PatchSet
+from ..providers import BUILDS, Build
+from ..records import AdapterReport, EngineSupport
 from . import packages
 from . import sglang_targets as targets
 from .routing import EntryRoute
@@ -47,27 +47,16 @@ PASSED_THROUGH = {
 }
 
 
-class _Patch(NamedTuple):
-    target: str
-    owner: object
-    attr: str
-    hook: Callable
-    wrapper: object  # what HookRegistry installed for our hook
-    previous: object  # what was there before our hook (other plugins' pending hooks applied)
-    original: object  # what was there before install touched the target
-    marked: bool  # install added the target to HookRegistry._patched
-    listed: bool  # the target had an entry in HookRegistry._hooks before install
-
-
 class _State:
     def __init__(self):
         self.lock = threading.Lock()
         self.active = False
         self.report: AdapterReport | None = None
-        self.patches: list[_Patch] = []
+        self.patches = PatchSet()  # our hooks, undone by uninstall
+        self.targets: list[str] = []  # the methods they wrap, for the report
         self.route: EntryRoute | None = None
         self.recorder: EntryRoute | None = None  # sgl_kernel's get_scheduler_metadata, recorded for the guard
-        self.provider: Provider | None = None
+        self.build: Build | None = None  # sgl_kernel's (tests give the reference's)
         self.eager = True  # the phase: eager until a capture callback, again from the next eager callback
         self.captured = False  # the route points at the wrapper: a capture callback ran, no replay/eager since
         self.passed_through = False  # a captured step passed calls through ("replace" keeps SGLang's precompute)
@@ -185,7 +174,7 @@ def attn_sched_discover() -> list[EngineSupport]:
 
 @hookimpl
 def attn_sched_engine_counters() -> dict[str, dict[str, int]]:
-    counters = guard.counts(_state.provider.name) if _state.provider is not None else {}
+    counters = guard.counts(_state.build.provider.name) if _state.build is not None else {}
     return {ENGINE: counters} if counters else {}
 
 
@@ -216,8 +205,8 @@ def _decline(version: str, reason: str) -> AdapterReport:
     return AdapterReport(ENGINE, version, "", False, reason=reason)
 
 
-def install(provider: Provider | None = None) -> AdapterReport:
-    """Patch SGLang in this process (idempotent). ``provider`` replaces sgl_kernel's (tests)."""
+def install(build: Build | None = None) -> AdapterReport:
+    """Patch SGLang in this process (idempotent). ``build`` replaces sgl_kernel's (tests)."""
     with _state.lock:
         if _state.active:
             return _state.report
@@ -238,21 +227,22 @@ def install(provider: Provider | None = None) -> AdapterReport:
             log.warning("attn-sched: %s", why)
             return _decline(version, why)
         backend_module = sys.modules[targets.resolve(targets.BACKEND).__module__]
-        _state.provider = provider = provider or provider_for(FA3_BUILD)
+        _state.build = build = build or BUILDS[FA3_BUILD]
         entry = backend_module.flash_attn_with_kvcache
         always = switches.current().guard == "always"
-        route = EntryRoute(backend_module, "flash_attn_with_kvcache", interceptor.wrap(entry, provider, KVCACHE),
-                           guard.eager_entry(entry, provider, KVCACHE) if always else None)
-        applied: list[_Patch] = []
-        try:
-            _apply_all(era, mode, applied)
-        except Exception as exc:  # noqa: BLE001 - SGLang must be left exactly as it was
-            _roll_back(applied)
+        route = EntryRoute(backend_module, "flash_attn_with_kvcache", interceptor.wrap(entry, build),
+                           interceptor.eager_entry(entry, build) if always else None)
+        applied: list[str] = []
+        ours = PatchSet()
+        try:  # SGLang must be left exactly as it was: a failure undoes each hook applied, ours and the early ones
+            with PatchSet() as early, ours:
+                _apply_all(era, mode, applied, early, ours)
+        except Exception as exc:  # noqa: BLE001
             why = (f"sglang {version}: patching failed midway ({type(exc).__name__}: {exc}); the "
                    f"{len(applied)} hook(s) applied before were undone, nothing patched")
             log.warning("attn-sched: %s", why)
             return _decline(version, why)
-        _state.route, _state.patches = route, applied
+        _state.route, _state.patches, _state.targets = route, ours, applied
         route.release()  # ATTN_SCHED_GUARD=always: eager steps reach the guard's entry from the start
         _state.recorder = _recorder(always) if guard.enabled() else None
         _state.eager, _state.captured, _state.passed_through = True, False, False
@@ -315,28 +305,30 @@ def _check_targets(era: targets.Era, mode: str) -> list[str]:
     return problems + targets.check_hook_registry()
 
 
-def _apply_all(era: targets.Era, mode: str, applied: list[_Patch]) -> None:
-    """Apply every hook, appending each to ``applied`` as it lands (a failure leaves the rest undone)."""
+def _apply_all(era: targets.Era, mode: str, applied: list[str], early: PatchSet, ours: PatchSet) -> None:
+    """Apply every hook, appending each target to ``applied`` as its hook lands."""
     from sglang.srt.plugins.hook_registry import HookType
 
     plan = [(f"{targets.BACKEND}.{name}", HookType.BEFORE, CALLBACK_HOOKS[name]) for name in era.callbacks]
     if mode == "replace":
         plan.append((f"{targets.BACKEND}.{targets.PRECOMPUTE[0]}", HookType.AROUND, _no_precompute))
     for target, hook_type, hook in plan:
-        applied.append(_apply(target, hook_type, hook))
+        _apply(target, hook_type, hook, early, ours)
+        applied.append(target)
 
 
 def _current(owner, attr: str):
     return owner.__dict__.get(attr) if isinstance(owner, type) else getattr(owner, attr)
 
 
-def _apply(target: str, hook_type, hook: Callable) -> _Patch:
+def _apply(target: str, hook_type, hook: Callable, early: PatchSet, ours: PatchSet) -> None:
     """Register ``hook`` and apply it now, as the outermost layer of ``target``.
 
     Hooks other plugins registered on the same target but HookRegistry has not applied yet are
-    applied first, exactly as ``apply_hooks`` would; ours then wraps them, so uninstall can peel
-    ours off alone. Applying now (not at the end of ``load_plugins``) keeps the report truthful.
-    A failure here undoes this target's part before it propagates.
+    applied first, exactly as ``apply_hooks`` would, into ``early`` (undone only by a failed install:
+    after it they stay, as HookRegistry would have applied them); ours then wraps them, into ``ours``,
+    so uninstall peels ours off alone. Applying now (not at the end of ``load_plugins``) keeps the
+    report truthful.
     """
     import pkgutil
 
@@ -344,67 +336,62 @@ def _apply(target: str, hook_type, hook: Callable) -> _Patch:
 
     owner_path, attr = target.rsplit(".", 1)
     owner = pkgutil.resolve_name(owner_path)
-    original, marked, listed = _current(owner, attr), target not in HookRegistry._patched, target in HookRegistry._hooks
+    marked, listed = target not in HookRegistry._patched, target in HookRegistry._hooks
+    ours.on_undo(lambda: _unregister(target, hook, marked, listed))
     HookRegistry.register(target, hook, hook_type)
-    try:
-        ours = HookRegistry._hooks[target][-1]
-        if ours[1] is not hook:
-            raise TypeError(f"HookRegistry._hooks[{target!r}] entries are not (type, hook, source)")
-        pending = [h for h in HookRegistry._hooks[target] if h is not ours]
-        if marked and pending:
-            HookRegistry._apply_target(target, pending)
-        previous = _current(owner, attr)
-        HookRegistry._apply_target(target, [ours])
-        HookRegistry._patched.add(target)
-    except Exception:
-        _take_back(_Patch(target, owner, attr, hook, _current(owner, attr), None, original, marked, listed))
-        raise
-    return _Patch(target, owner, attr, hook, _current(owner, attr), previous, original, marked, listed)
+    entry = HookRegistry._hooks[target][-1]
+    if entry[1] is not hook:
+        raise TypeError(f"HookRegistry._hooks[{target!r}] entries are not (type, hook, source)")
+    pending = [h for h in HookRegistry._hooks[target] if h is not entry]
+    if marked and pending:
+        early.on_undo(lambda: HookRegistry._patched.discard(target))
+        _registry_apply(target, pending, owner, attr, early)
+    _registry_apply(target, [entry], owner, attr, ours)
+    HookRegistry._patched.add(target)
 
 
-def _take_back(patch: _Patch) -> None:
-    """Undo all install did to ``patch.target``: our hook, and other plugins' hooks it applied early."""
+def _registry_apply(target: str, hooks: list, owner, attr: str, patches: PatchSet) -> None:
+    """HookRegistry applies ``hooks`` to ``target``; ``patches`` takes that back, with the ``from X import Y``
+    bindings SGLang propagated it to (only while ``target`` is still what HookRegistry set)."""
     from sglang.srt.plugins.hook_registry import HookRegistry, _propagate_patch
 
-    hooks = HookRegistry._hooks.get(patch.target, [])
-    hooks[:] = [h for h in hooks if h[1] is not patch.hook]
-    current = _current(patch.owner, patch.attr)
-    if current is not patch.original:
-        setattr(patch.owner, patch.attr, patch.original)
-        _propagate_patch(current, patch.original, patch.owner)
-    if patch.marked:
-        HookRegistry._patched.discard(patch.target)
-    if not hooks and not patch.listed:
-        HookRegistry._hooks.pop(patch.target, None)
+    before = _current(owner, attr)
+
+    def propagate_back() -> None:
+        if after is not before and _current(owner, attr) is after:
+            _propagate_patch(after, before, owner)
+
+    try:
+        patches.changed_by(owner, attr, lambda: HookRegistry._apply_target(target, hooks))
+    finally:
+        after = _current(owner, attr)
+        patches.on_undo(propagate_back)
 
 
-def _roll_back(applied: list[_Patch]) -> None:
-    for patch in reversed(applied):
-        _take_back(patch)
+def _unregister(target: str, hook: Callable, marked: bool, listed: bool) -> None:
+    """Our hook out of HookRegistry's books, the last of ``target``'s undo: the target is HookRegistry's
+    to apply again only where install marked it and no other hook remains."""
+    from sglang.srt.plugins.hook_registry import HookRegistry
+
+    hooks = HookRegistry._hooks.get(target, [])
+    hooks[:] = [h for h in hooks if h[1] is not hook]
+    if not hooks:
+        if marked:
+            HookRegistry._patched.discard(target)
+        if not listed:
+            HookRegistry._hooks.pop(target, None)
 
 
 def uninstall() -> None:
     """Undo every patch; a patch another plugin has since wrapped stays, but our hook goes inert."""
-    from sglang.srt.plugins.hook_registry import HookRegistry, _propagate_patch
-
     with _state.lock:
         _state.active = _state.captured = False
         for route in (_state.route, _state.recorder):
             if route is not None:
                 route.restore()
-        for patch in reversed(_state.patches):
-            hooks = HookRegistry._hooks.get(patch.target, [])
-            hooks[:] = [h for h in hooks if h[1] is not patch.hook]
-            if _current(patch.owner, patch.attr) is not patch.wrapper:
-                log.warning("attn-sched: %s was wrapped again after us; left in place, our hook is inert",
-                            patch.target)
-                continue
-            setattr(patch.owner, patch.attr, patch.previous)
-            _propagate_patch(patch.wrapper, patch.previous, patch.owner)
-            if not hooks:
-                HookRegistry._patched.discard(patch.target)
-        _state.patches = []
-        _state.route = _state.recorder = _state.provider = None
+        _state.patches.undo()
+        _state.targets = []
+        _state.route = _state.recorder = _state.build = None
         _state.report = None
 
 
@@ -424,10 +411,5 @@ def _report(version: str, mode: str) -> AdapterReport:
     return AdapterReport(
         engine=ENGINE, version=version, fa3_build=f"sgl_kernel ({kernel}, mode={mode})", active=True,
         covered=covered, engine_native=native, passed_through=dict(PASSED_THROUGH),
-        wrapped=[p.target for p in _state.patches] + [f"{_state.route.module.__name__}.{_state.route.attr} (routed)"],
+        wrapped=_state.targets + [f"{_state.route.module.__name__}.{_state.route.attr} (routed)"],
     )
-
-
-def patches() -> list[_Patch]:
-    """The patches in force (for the doctor and the tests)."""
-    return list(_state.patches)

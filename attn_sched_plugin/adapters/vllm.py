@@ -19,15 +19,19 @@ import functools
 import threading
 from collections import Counter
 
+from attn_sched_plugin import guard, runtime, switches
 from attn_sched_plugin.hookspecs import hookimpl
-from attn_sched_plugin.report import AdapterReport, EngineSupport
+from attn_sched_plugin.interceptor import eager_entry, wrap
+from attn_sched_plugin.patching import PatchSet
+from attn_sched_plugin.providers import BUILDS, Build
+from attn_sched_plugin.records import AdapterReport, EngineSupport
 
 from . import vllm_targets as targets
+from .routing import EntryRoute
 
 ENGINE = "vllm"
 FA3_BUILD = "vllm_flash_attn"
 STEP_MARK = "__attn_sched_step__"
-_MISSING = object()
 
 COVERED = [
     "CUDA-graph captures of FlashAttentionImpl.forward without vLLM metadata (mixed sliding windows, "
@@ -62,7 +66,7 @@ NOTHING_FOR_PREFIX_LM = (
 
 _lock = threading.Lock()
 _report: AdapterReport | None = None
-_undo: list = []  # callables restoring what install changed, in install order
+_patches = PatchSet()  # what install changed, undone by uninstall (or by a failed install)
 _routes: list = []  # routing.EntryRoute of each wrapped backend module
 _native = Counter()  # vLLM-supplied metadata provably computed for other parameters, by kind
 
@@ -77,11 +81,9 @@ class _CaptureBuilds(threading.local):
 _capture_builds = _CaptureBuilds()
 
 
-def fa3_provider():
-    """The provider of vLLM's FA3 build (the tests substitute the reference's)."""
-    from attn_sched_plugin.providers import provider_for
-
-    return provider_for(FA3_BUILD)
+def fa3_build() -> Build:
+    """vLLM's FA3 build (the tests substitute the reference's)."""
+    return BUILDS[FA3_BUILD]
 
 
 def stepping(name: str, method):
@@ -122,9 +124,7 @@ _phase = _Phase()
 
 
 def _enter_capture() -> None:
-    from attn_sched_plugin.runtime import new_step
-
-    new_step()
+    runtime.new_step()
     _phase.captured = True
     for route in _routes:
         route.capture()
@@ -139,10 +139,8 @@ def _leave_capture() -> None:
     not only the route: metadata from before the write is then never reused, not even through an
     entry another plugin rebound after us (which ``release`` leaves in place).
     """
-    from attn_sched_plugin.runtime import new_step
-
     _phase.captured = False
-    new_step()
+    runtime.new_step()
     for route in _routes:
         route.release()
 
@@ -167,15 +165,9 @@ def native_mismatch(kw: dict) -> str | None:
 
 @hookimpl
 def attn_sched_engine_counters() -> dict[str, dict[str, int]]:
-    from attn_sched_plugin import guard
-
-    counters = {**{f"native_metadata_{kind}": n for kind, n in _native.items()}, **guard.counts(fa3_provider().name)}
+    counters = {**{f"native_metadata_{kind}": n for kind, n in _native.items()},
+                **guard.counts(fa3_build().provider.name)}
     return {ENGINE: counters} if counters else {}
-
-
-def native_inconsistencies() -> dict[str, int]:
-    """Counts of FA3 calls whose vLLM-supplied metadata mismatched the call (for doctor and stats)."""
-    return dict(_native)
 
 
 def _checking(fn):
@@ -193,26 +185,14 @@ def _checking(fn):
     return call
 
 
-def _set(owner, name: str, value) -> None:
-    old = owner.__dict__.get(name, _MISSING)
-    setattr(owner, name, value)
-    _undo.append(lambda: delattr(owner, name) if old is _MISSING else setattr(owner, name, old))
-
-
 def _route_entries(plan: targets.Plan) -> list[str]:
-    from attn_sched_plugin import guard, switches
-    from attn_sched_plugin.conventions import VARLEN
-    from attn_sched_plugin.interceptor import wrap
-
-    from .routing import EntryRoute
-
-    provider = fa3_provider()
+    build = fa3_build()
     mode = switches.current().guard
     done = []
     for module, attr in plan.entries:
         fn = getattr(module, attr)
-        eager = guard.eager_entry(fn, provider, VARLEN) if mode == "always" else None
-        routes = [EntryRoute(module, attr, _checking(wrap(fn, provider, VARLEN)), eager)]
+        eager = eager_entry(fn, build) if mode == "always" else None
+        routes = [EntryRoute(module, attr, _checking(wrap(fn, build)), eager)]
         recorded = module.__dict__.get(targets.METADATA_ENTRY)
         if mode != "off" and recorded is not None:  # the guard's record of vLLM's own computations
             recorder = guard.recording(recorded)
@@ -220,23 +200,21 @@ def _route_entries(plan: targets.Plan) -> list[str]:
         for route in routes:
             route.release()  # ATTN_SCHED_GUARD=always: eager steps reach the guard's entry from the start
             _routes.append(route)
-            _undo.append(lambda r=route: (r.restore(), _routes.remove(r)))
+            _patches.on_undo(lambda r=route: (r.restore(), _routes.remove(r)))
             done.append(f"{module.__name__}.{route.attr} (routed)")
     return done
 
 
 def _patch_builder(builder: type) -> list[str]:
-    from attn_sched_plugin import guard
-
     done = []
     for name in targets.STEP_METHODS:
         method = getattr(builder, name, None)
         if method is not None and not getattr(method, STEP_MARK, False):
-            _set(builder, name, stepping(name, method))
+            _patches.set(builder, name, stepping(name, method))
             done.append(f"{builder.__module__}.{builder.__qualname__}.{name}")
     store = builder.__dict__.get(targets.STORE_METHOD)
     if store is not None:
-        _set(builder, targets.STORE_METHOD, guard.following(store))
+        _patches.set(builder, targets.STORE_METHOD, guard.following(store))
         done.append(f"{builder.__module__}.{builder.__qualname__}.{targets.STORE_METHOD}")
     return done
 
@@ -252,7 +230,7 @@ def _register(plan: targets.Plan) -> list[str] | None:
         if member.is_overridden():
             continue
         plan.registry.register_backend(member, class_path=path)
-        _undo.append(lambda m=member, p=path: m.clear_override() if m.get_path() == p else None)
+        _patches.on_undo(lambda m=member, p=path: m.clear_override() if m.get_path() == p else None)
         done.append(f"register_backend({name}) -> {path}")
     return done
 
@@ -293,23 +271,15 @@ def attn_sched_install(engine: str) -> AdapterReport | None:
             plan = targets.resolve(version)
         except (targets.Unsupported, ImportError) as exc:
             return _declined(version, str(exc))
-        try:
+        with _patches:  # a failure undoes what was done so far, then propagates
             wrapped = _route_entries(plan)
             registered = _register(plan) if plan.registry is not None else None
             wrapped += registered if registered is not None else _patch_builder(plan.builder)
-        except Exception:
-            _undo_all()
-            raise
         covered = COVERED + ([COVERED_DIFFKV] if len(plan.entries) > 1 else [])
         _report = AdapterReport(engine=ENGINE, version=version, fa3_build=FA3_BUILD, active=True, covered=covered,
                                 engine_native=list(ENGINE_NATIVE), passed_through=dict(PASSED_THROUGH),
                                 wrapped=wrapped, note=NOTHING_FOR_PREFIX_LM if targets.has_composite_fa3() else "")
         return _report
-
-
-def _undo_all() -> None:
-    while _undo:
-        _undo.pop()()
 
 
 @hookimpl
@@ -318,6 +288,6 @@ def attn_sched_uninstall(engine: str) -> None:
     if engine != ENGINE:
         return
     with _lock:
-        _undo_all()
+        _patches.undo()
         _phase.captured = False
         _report = None

@@ -1,4 +1,4 @@
-"""Finding a real FA3 build to run: its forward surface, its convention and its provider."""
+"""Finding a real FA3 build to run: its forward surface beside its ``providers.Build``."""
 
 from __future__ import annotations
 
@@ -8,17 +8,15 @@ from typing import Callable, NamedTuple
 
 import torch
 
-from ..conventions import KVCACHE, VARLEN, Convention
-from ..providers import Provider, provider_for, provider_from_library
+from ..binding import VARLEN
+from ..providers import BUILDS, Build, provider_from_library
 
 
 class FA3Build(NamedTuple):
     name: str
-    forward: Callable
-    convention: Convention
-    provider: Provider
+    forward: Callable  # the build's Python entry bench calls (through ``fa3.convention``)
+    fa3: Build
     paged: bool  # built with paged KV (the fa3-fwd wheel is not)
-    local: bool  # built with sliding-window (local) attention
 
 
 class NoBuild(Exception):
@@ -33,27 +31,24 @@ def vllm_library(path: str) -> FA3Build:
     torch.ops.load_library(path)
     from . import vllm_fa3
 
-    return FA3Build(f"vllm-lib:{os.path.basename(path)}", vllm_fa3.flash_attn_varlen_func, VARLEN,
-                    provider_from_library(path, "_vllm_fa3_C"), paged=True, local=True)
+    return FA3Build(f"vllm-lib:{os.path.basename(path)}", vllm_fa3.flash_attn_varlen_func,
+                    Build(provider_from_library(path, "_vllm_fa3_C"), VARLEN, path), paged=True)
 
 
 def vllm_package() -> FA3Build:
     interface = importlib.import_module("vllm.vllm_flash_attn.flash_attn_interface")
-    return FA3Build("vllm", interface.flash_attn_varlen_func, VARLEN, provider_for("vllm_flash_attn"),
-                    paged=True, local=True)
+    return FA3Build("vllm", interface.flash_attn_varlen_func, BUILDS["vllm_flash_attn"], paged=True)
 
 
 def sgl_kernel() -> FA3Build:
     """SGLang's FA3 (the sglang-kernel wheel), through its own ``flash_attn_with_kvcache``."""
     interface = importlib.import_module("sgl_kernel.flash_attn")
-    return FA3Build("sgl_kernel", interface.flash_attn_with_kvcache, KVCACHE, provider_for("sgl_kernel"),
-                    paged=True, local=True)
+    return FA3Build("sgl_kernel", interface.flash_attn_with_kvcache, BUILDS["sgl_kernel"], paged=True)
 
 
 def fa3_fwd() -> FA3Build:
     interface = importlib.import_module("fa3_fwd_interface")
-    return FA3Build("fa3_fwd", interface.flash_attn_with_kvcache, KVCACHE, provider_for("fa3_fwd"),
-                    paged=False, local=False)
+    return FA3Build("fa3_fwd", interface.flash_attn_with_kvcache, BUILDS["fa3_fwd"], paged=False)
 
 
 def load(spec: str | None = None) -> FA3Build:

@@ -1,4 +1,4 @@
-"""``attn-sched bench``: arguments, the grid, and where results go."""
+"""``attn-sched bench``: arguments, and where results go."""
 
 from __future__ import annotations
 
@@ -6,11 +6,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from .presets import MODES, PRESETS
+from .presets import MODES, PRESETS, grid
 
 DEFAULT_BATCHES = (1, 4, 16, 64, 256)
 DEFAULT_CONTEXTS = (512, 2048, 8192)
-MAX_EXTEND_TOKENS = 8192  # extend points with more new tokens per step are skipped
 
 
 def positive_int(text: str) -> int:
@@ -41,18 +40,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=Path("benchmarks/results"), metavar="DIR",
                    help="directory for the JSON and PNG results; default %(default)s")
     p.add_argument("--tag", default="bench", help="file name stem of the results; default %(default)s")
-
-
-def grid(args) -> list[tuple]:
-    points = []
-    for preset in args.preset or ["qwen3-32b-tp4"]:
-        for mode in args.mode or ["decode"]:
-            for context in args.context:
-                for batch in args.batch:
-                    if mode == "extend" and batch * MODES[mode] > MAX_EXTEND_TOKENS:
-                        continue
-                    points.append((PRESETS[preset], mode, batch, context))
-    return points
 
 
 def _no_gpu_reason() -> str | None:

@@ -49,3 +49,19 @@ PRESETS = {p.name: p for p in (
 # query tokens per request for each step kind; decode and verify are captured in CUDA graphs like
 # the engines' decode, extend runs eagerly like their prefill
 MODES = {"decode": 1, "verify": 4, "extend": 512}
+
+
+MAX_EXTEND_TOKENS = 8192  # extend points with more new tokens per step are skipped
+
+
+def grid(args) -> list[tuple]:
+    """(preset, mode, batch, context) of every point the bench's arguments ask for."""
+    points = []
+    for preset in args.preset or ["qwen3-32b-tp4"]:
+        for mode in args.mode or ["decode"]:
+            for context in args.context:
+                for batch in args.batch:
+                    if mode == "extend" and batch * MODES[mode] > MAX_EXTEND_TOKENS:
+                        continue
+                    points.append((PRESETS[preset], mode, batch, context))
+    return points

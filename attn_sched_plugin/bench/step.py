@@ -18,7 +18,7 @@ from typing import Callable
 import torch
 
 from .. import runtime
-from ..conventions import Binder
+from ..binding import Binder
 from ..descriptor import derive_fields
 from ..interceptor import wrap
 from .builds import FA3Build
@@ -61,8 +61,8 @@ class Step:
         self.set_lengths(seed)
         self.out = {v: torch.empty(p.layers, total_q, p.num_heads, p.head_dim_v, dtype=dtype, device=device)
                     for v in VARIANTS}
-        self.wrapped = wrap(build.forward, build.provider, build.convention)
-        self._binder = Binder(build.forward, build.convention)
+        self.wrapped = wrap(build.forward, build.fa3)
+        self._binder = Binder(build.forward, build.fa3.convention)
         self.engine_buffers: dict[int, torch.Tensor] = {}
         self._engine_layers = [i for i in range(p.layers) if self._engine_covers(i)]
 
@@ -92,8 +92,8 @@ class Step:
         if not self._engine_layers:
             return
         sig, batch = derive_fields(self._binder.fields((), self.layer_kwargs(self._engine_layers[0])),
-                                   self.build.provider.seqlen_k_from_call)
-        fresh = self.build.provider.compute(sig, batch)
+                                   self.build.fa3.provider.seqlen_k_from_call)
+        fresh = self.build.fa3.provider.compute(sig, batch)
         buffer = self.engine_buffers.get(0)
         if buffer is None:
             buffer = self.engine_buffers[0] = torch.empty_like(fresh)
@@ -119,14 +119,3 @@ class Step:
     def distinct_shapes(self) -> int:
         """Distinct (window) schedules per step: what the plugin should compute."""
         return len({self.preset.window_of(i) for i in range(self.preset.layers)})
-
-
-
-def eager_step(step: Step, variant: str) -> Callable[[], None]:
-    """One eager step of ``variant``, with the engine's host precompute where it has one."""
-    def run():
-        if variant == "engine":
-            step.engine_precompute()
-        step.run(variant, captured=False)
-
-    return run

@@ -17,11 +17,13 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from .. import plugins
+from .. import activation, stats
 from ..hookspecs import hookimpl
 from ..verify import bitwise_equal
-from .presets import MODES, PRESETS
-from .run import point
+from .builds import load
+from .output import plot, table, write_json
+from .presets import MODES, PRESETS, grid
+from .run import environment, point
 from .step import VARIANTS, Step
 
 
@@ -50,7 +52,7 @@ def rank_main(rank: int, world: int, port: int, load_build: Callable, points: li
         torch.cuda.set_device(rank)
     device = torch.device(device_type, rank) if device_type == "cuda" else torch.device("cpu")
     recorder = _DeviceRecorder()
-    plugins.manager().register(recorder)
+    activation.PROCESS.hooks.manager.register(recorder)
     build = load_build()
     out = []
     for name, mode, batch, context in points:
@@ -72,8 +74,6 @@ def _dry_point(preset, build, batch, context, mode, device, all_reduce) -> dict:
     """One eager step of every variant, untimed: exactness and metadata counts only."""
     step = Step(preset, build, batch, context, MODES[mode], device, after_layer=all_reduce)
     step.engine_precompute()
-    from .. import stats
-
     before = stats.snapshot()["intercepted"]["computed"]
     for v in VARIANTS:
         step.run(v)
@@ -101,11 +101,6 @@ def run_ranks(world: int, load_build: Callable, points: list[tuple], replays: in
 
 
 def launch(args) -> int:
-    from .builds import load
-    from .main import grid
-    from .output import plot, table, write_json
-    from .run import environment
-
     if torch.cuda.device_count() < args.tp:
         print(f"attn-sched bench: --tp {args.tp} needs {args.tp} GPUs, {torch.cuda.device_count()} visible",
               file=sys.stderr)

@@ -13,10 +13,9 @@ from attn_sched_plugin.bench.tp import run_ranks
 def reference_build():
     """Module-level (picklable for spawn): the CPU reference FA3 as a paged bench build."""
     from attn_sched_plugin.bench.builds import FA3Build
-    from attn_sched_plugin.conventions import VARLEN
     from tests.reference import fa3_reference as ref
 
-    return FA3Build("reference", ref.flash_attn_varlen_func, VARLEN, ref.vllm_provider(), paged=True, local=True)
+    return FA3Build("reference", ref.flash_attn_varlen_func, ref.vllm_build(), paged=True)
 
 
 @pytest.mark.parametrize("world", [2])

@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # `tests.reference` is imported as a namespace package from the repo root
     sys.path.insert(0, str(ROOT))
 
-from attn_sched_plugin import plugins, runtime, switches  # noqa: E402
+from attn_sched_plugin import activation, runtime, switches  # noqa: E402
 from core_state import reset_plugin_state  # noqa: E402
 from tests.reference import fa3_reference  # noqa: E402
 
@@ -38,7 +38,7 @@ def tally():
 @pytest.fixture
 def register():
     """Register plugins on the process manager for one test only (the last registered is called first)."""
-    pm = plugins.manager()
+    pm = activation.PROCESS.hooks.manager
     added = []
 
     def add(plugin, name):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from attn_sched_plugin.conventions import Binder, Convention
+from attn_sched_plugin.binding import Binder, Convention
 from attn_sched_plugin.descriptor import derive_fields
 
 

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
-from attn_sched_plugin import activation, graphs, guard, interceptor, once, runtime, stats, switches, verify
+from attn_sched_plugin import activation, guard, once, switches, verify
+from attn_sched_plugin.process import Process
+
+
+def fresh_process() -> Process:
+    """A new ``activation.PROCESS`` (the old one's CUDAGraph wrappers undone), as a new engine process has."""
+    activation.PROCESS.graphs.uninstall()
+    activation.PROCESS = Process()
+    return activation.PROCESS
 
 
 def reset_plugin_state() -> None:
     """Forget everything the core remembers process-wide, so each test (or example) starts from nothing."""
     switches.reload(env={})
-    runtime._open.clear()  # open steps of threads earlier tests started
-    runtime.new_step()
-    stats.OBSERVER.reset()
-    interceptor._rejected.clear()
-    graphs.reset()
+    fresh_process()
     once.reset()
     verify._reported.clear()
-    activation._installed.clear()
     guard.reset()

@@ -11,7 +11,6 @@ import torch._dynamo
 from core_calls import kvcache_call
 
 from attn_sched_plugin import interceptor
-from attn_sched_plugin.conventions import KVCACHE
 
 
 def stub_fa3(q, k_cache, v_cache, k=None, v=None, qv=None, rotary_cos=None, rotary_sin=None, cache_seqlens=None,
@@ -39,7 +38,7 @@ def _args():
 
 
 def test_wrapper_adds_no_graph_break(ref):
-    wrapped = interceptor.wrap(stub_fa3, ref.provider(), KVCACHE)
+    wrapped = interceptor.wrap(stub_fa3, ref.build())
     torch._dynamo.reset()
     plain = torch._dynamo.explain(_layer(stub_fa3))(*_args())
     torch._dynamo.reset()
@@ -50,7 +49,7 @@ def test_wrapper_adds_no_graph_break(ref):
 
 
 def test_fullgraph_compile_sees_the_original_call(ref, tally):
-    wrapped = interceptor.wrap(stub_fa3, ref.provider(), KVCACHE)
+    wrapped = interceptor.wrap(stub_fa3, ref.build())
     args = _args()
     torch._dynamo.reset()
     compiled = torch.compile(_layer(wrapped), backend="eager", fullgraph=True)

@@ -7,9 +7,9 @@ import torch
 from core_calls import derive_call, i32, kvcache_call, varlen_call
 
 from attn_sched_plugin import interceptor
-from attn_sched_plugin.conventions import KVCACHE, VARLEN
-from attn_sched_plugin.descriptor import Decline, scheduler_arguments
-from attn_sched_plugin.providers import provider_for, provider_from_library
+from attn_sched_plugin.binding import KVCACHE, VARLEN
+from attn_sched_plugin.errors import Decline
+from attn_sched_plugin.providers import ARGUMENTS, BUILDS, provider_from_library
 from attn_sched_plugin.verify import bitwise_equal
 
 
@@ -78,9 +78,9 @@ def test_upstream_paged_ignores_max_seqlen_k_argument(ref):
 
 
 def test_provider_rule_follows_the_build():
-    assert provider_for("vllm_flash_attn").seqlen_k_from_call
+    assert BUILDS["vllm_flash_attn"].provider.seqlen_k_from_call
     assert provider_from_library("/nonexistent/_vllm_fa3_C.abi3.so", "_vllm_fa3_C").seqlen_k_from_call
-    assert not any(provider_for(b).seqlen_k_from_call for b in ("sgl_kernel", "fa3_fwd", "flash_attn_3"))
+    assert not any(BUILDS[b].provider.seqlen_k_from_call for b in ("sgl_kernel", "fa3_fwd", "flash_attn_3"))
 
 
 def test_seqused_k_is_the_callers_tensor(ref):
@@ -107,7 +107,7 @@ def test_mla_headdim_v_from_v_cache(ref):
 def test_headdim_pairs_whose_forward_tiles_differ_are_declined(ref, tally, d, dv, shared):
     """q/k dim <= 64 with 64 < v dim <= 192: FA3 runs its 64 x 256 kernel, get_scheduler_metadata sizes
     tiles for v dim rounded up; the strict reference raises if metadata reaches such a call."""
-    wrapped = interceptor.wrap(ref.flash_attn_with_kvcache, ref.provider(), KVCACHE)
+    wrapped = interceptor.wrap(ref.flash_attn_with_kvcache, ref.build())
     call = kvcache_call(d=d, dv=dv)
     assert bitwise_equal(wrapped(**call), ref.flash_attn_with_kvcache(**call))
     assert (tally().injected, dict(tally().passthrough)) == ((1, {}) if shared else (0, {"headdim_v_tiles": 1}))
@@ -179,7 +179,7 @@ def test_leftpad(ref):
 
 def test_scheduler_arguments_carry_every_field(ref):
     sig, batch = kv(ref, **kvcache_call(b=3, s_q=2, causal=True, softcap=1.0, num_splits=1))
-    args = scheduler_arguments(sig, batch)
+    args = dict(zip(ARGUMENTS, (*sig, *batch, None)))  # as Provider.compute reads them
     assert args["batch_size"] == 3 and args["max_seqlen_q"] == 2 and args["is_causal"] is True
     assert args["has_softcap"] is True and args["num_splits"] == 1 and args["cu_seqlens_k_new"] is None
     assert set(args) == set(sig._fields) | set(batch._fields) | {"cu_seqlens_k_new"}
@@ -294,7 +294,7 @@ def test_not_fa3_for_sglang_ver(ref, tally):
     def fa(q, k_cache, v_cache, cache_seqlens=None, page_table=None, scheduler_metadata=None, ver=3):
         calls.append(scheduler_metadata)
 
-    wrapped = interceptor.wrap(fa, ref.provider(), KVCACHE)
+    wrapped = interceptor.wrap(fa, ref.build())
     call = kvcache_call()
     call = {n: call[n] for n in ("q", "k_cache", "v_cache", "cache_seqlens", "page_table")}
     assert _reason(wrapped, dict(call, ver=4), tally) == "not_fa3"
@@ -308,7 +308,7 @@ def test_not_fa3_for_vllm_fa_version(ref, tally):
            scheduler_metadata=None, fa_version=3):
         calls.append(scheduler_metadata)
 
-    wrapped = interceptor.wrap(fa, ref.vllm_provider(), VARLEN)
+    wrapped = interceptor.wrap(fa, ref.vllm_build())
     call = varlen_call()
     assert _reason(wrapped, dict(call, fa_version=2), tally) == "not_fa3"
     assert calls == [None]
@@ -317,14 +317,14 @@ def test_not_fa3_for_vllm_fa_version(ref, tally):
 @pytest.mark.parametrize("change, reason", [({"dropout_p": 0.1}, "arg_dropout_p"),
                                             ({"alibi_slopes": torch.zeros(4)}, "arg_alibi_slopes")])
 def test_foreign_non_default_argument_declined(ref, tally, change, reason):
-    wrapped = interceptor.wrap(ref.flash_attn_varlen_func, ref.vllm_provider(), VARLEN)
+    wrapped = interceptor.wrap(ref.flash_attn_varlen_func, ref.vllm_build())
     call = varlen_call(**change)
     wrapped(**call)  # the reference ignores them; what matters is that no metadata was injected
     assert tally().passthrough == {reason: 1}
 
 
 def test_foreign_argument_at_default_is_fine(ref, tally):
-    wrapped = interceptor.wrap(ref.flash_attn_varlen_func, ref.vllm_provider(), VARLEN)
+    wrapped = interceptor.wrap(ref.flash_attn_varlen_func, ref.vllm_build())
     wrapped(**varlen_call(dropout_p=0.0, alibi_slopes=None))
     assert tally().injected == 1 and not tally().passthrough
 
@@ -333,7 +333,7 @@ def test_unknown_kwargs_declined(ref, tally):
     def fa(q, k_cache, v_cache, cache_seqlens=None, page_table=None, scheduler_metadata=None, **kwargs):
         return kwargs
 
-    wrapped = interceptor.wrap(fa, ref.provider(), KVCACHE)
+    wrapped = interceptor.wrap(fa, ref.build())
     call = kvcache_call()
     call = {n: call[n] for n in ("q", "k_cache", "v_cache", "cache_seqlens", "page_table")}
     assert _reason(wrapped, dict(call, mystery=1), tally) == "arg_mystery"

@@ -16,8 +16,8 @@ from core_calls import derive_call, i32
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from attn_sched_plugin.conventions import KVCACHE, VARLEN
-from attn_sched_plugin.descriptor import Decline
+from attn_sched_plugin.binding import KVCACHE, VARLEN
+from attn_sched_plugin.errors import Decline
 from tests.reference.fa3_host import forward_layout, metadata_layout
 
 # (q heads, kv heads, head dim, v head dim, window) FA3 refused for the plugin on an H100 (issue 11), the

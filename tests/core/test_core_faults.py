@@ -21,12 +21,12 @@ import pytest
 import torch
 from core_calls import kvcache_call, varlen_call
 
-from attn_sched_plugin import activation, context, graphs, interceptor, once, runtime, stats, switches
+from attn_sched_plugin import activation, context, errors, graphs, interceptor, observer, once, process, runtime, stats, switches
 from attn_sched_plugin.adapters.routing import EntryRoute
-from attn_sched_plugin.conventions import KVCACHE, VARLEN
+from attn_sched_plugin.binding import KVCACHE
 from attn_sched_plugin.hookspecs import hookimpl
-from attn_sched_plugin.providers import Provider
-from attn_sched_plugin.report import AdapterReport
+from attn_sched_plugin.providers import Build, Provider
+from attn_sched_plugin.records import AdapterReport
 from attn_sched_plugin.verify import bitwise_equal
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,7 +35,7 @@ KEEP = ("q", "k_cache", "v_cache", "cache_seqlens", "page_table")
 
 @pytest.fixture
 def fa(ref):
-    return interceptor.wrap(ref.flash_attn_with_kvcache, ref.provider(), KVCACHE)
+    return interceptor.wrap(ref.flash_attn_with_kvcache, ref.build())
 
 
 def warnings_with(caplog, text: str) -> list[str]:
@@ -94,7 +94,7 @@ def test_raising_counters_hook_leaves_snapshot_summary_and_exit_working(register
     with caplog.at_level(logging.INFO, logger="attn_sched_plugin"):
         assert stats.snapshot()["engine"] == {"fake": {"native_mismatch": 2}}
         assert "fake: native_mismatch=2" in stats.summary_line()
-        stats._at_exit()
+        activation._at_exit()
     assert len(warnings_with(caplog, "counters broke")) == 1
 
 
@@ -110,7 +110,7 @@ def test_counters_hook_returning_garbage_is_left_out(register, caplog):
 
 
 class FakeGraph:
-    """``torch.cuda.CUDAGraph`` as graphs.install sees it; ``replay`` is the real work."""
+    """``torch.cuda.CUDAGraph`` as activation.PROCESS.graphs.install sees it; ``replay`` is the real work."""
 
     runs = 0
 
@@ -128,7 +128,7 @@ def fake_graph_class(monkeypatch):
     monkeypatch.setattr(torch.cuda, "current_stream", lambda: SimpleNamespace(cuda_stream=5))
     monkeypatch.setattr(context, "capture_id", lambda stream: 77)
     yield cls
-    graphs.uninstall()
+    activation.PROCESS.graphs.uninstall()
 
 
 def test_a_raising_summary_never_stops_the_real_replay(fake_graph_class, caplog, monkeypatch):
@@ -137,16 +137,16 @@ def test_a_raising_summary_never_stops_the_real_replay(fake_graph_class, caplog,
     def broken_summary():
         raise RuntimeError("summary broke")
 
-    monkeypatch.setattr(stats, "summary_line", broken_summary)
-    graphs.install()
-    graphs.book(77, 3)
+    monkeypatch.setattr(activation.PROCESS.observer, "summary_line", broken_summary)
+    activation.PROCESS.graphs.install()
+    activation.PROCESS.graphs.book(77, 3)
     graph = fake_graph_class()
     torch.cuda.CUDAGraph.capture_end(graph)
     for _ in range(2 * graphs.SUMMARY_EVERY):
         torch.cuda.CUDAGraph.replay(graph)
         graphs.replayed(graph)  # also called directly: it never raises either
     assert fake_graph_class.runs == 2 * graphs.SUMMARY_EVERY
-    assert graphs.totals() == {"graphs": 1, "replays": 4 * graphs.SUMMARY_EVERY,
+    assert activation.PROCESS.graphs.totals() == {"graphs": 1, "replays": 4 * graphs.SUMMARY_EVERY,
                                "launches_avoided": 12 * graphs.SUMMARY_EVERY}
     assert len(warnings_with(caplog, "summary broke")) == 1
 
@@ -196,12 +196,12 @@ def test_oom_and_cuda_errors_propagate_as_fa3_alone_raises_them(ref, tally, capl
         calls.append(scheduler_metadata)
         raise raised
 
-    fa = interceptor.wrap(entry, ref.provider(), KVCACHE)
+    fa = interceptor.wrap(entry, ref.build())
     with caplog.at_level(logging.WARNING, logger="attn_sched_plugin"):
         with pytest.raises(error) as info:
             fa(**short_call())
     assert info.value is raised and len(calls) == 1  # no retry
-    assert interceptor._rejected == set() and "fa3_rejected" not in tally().passthrough
+    assert activation.PROCESS.rejected == set() and "fa3_rejected" not in tally().passthrough
     assert warnings_with(caplog, "rejected") == []
 
 
@@ -213,19 +213,20 @@ def test_a_transient_oom_with_metadata_is_not_taken_for_a_refusal(ref, tally):
         return q * 2
 
     entry.failed = False
-    fa = interceptor.wrap(entry, ref.provider(), KVCACHE)
+    fa = interceptor.wrap(entry, ref.build())
     call = short_call()
     with pytest.raises(torch.OutOfMemoryError):
         fa(**call)
     assert torch.equal(fa(**call), call["q"] * 2)
-    assert interceptor._rejected == set() and tally().injected == 1  # the next call is still shared
+    assert activation.PROCESS.rejected == set() and tally().injected == 1  # the next call is still shared
 
 
-def wrong_size(provider: Provider) -> Provider:
-    """A build like ``provider`` whose metadata has the wrong size: the reference FA3 refuses it with FA3's message."""
-    build = Provider(f"{provider.name}-wrong-size", provider.namespace, seqlen_k_from_call=provider.seqlen_k_from_call)
-    build.compute = lambda sig, batch: torch.zeros(3, dtype=torch.int32)
-    return build
+def wrong_size(build: Build) -> Build:
+    """A build like ``build`` whose metadata has the wrong size: the reference FA3 refuses it with FA3's message."""
+    provider = build.provider
+    wrong = Provider(f"{provider.name}-wrong-size", provider.namespace, seqlen_k_from_call=provider.seqlen_k_from_call)
+    wrong.compute = lambda sig, batch: torch.zeros(3, dtype=torch.int32)
+    return build._replace(provider=wrong)
 
 
 @pytest.mark.parametrize("verify", ["0", "1"])
@@ -233,12 +234,12 @@ def wrong_size(provider: Provider) -> Provider:
 def test_fa3_refusing_the_metadata_is_retried_also_under_verify(ref, tally, caplog, monkeypatch, verify, flavour):
     switches.reload(env={"ATTN_SCHED_VERIFY": verify})
     if flavour == "upstream":
-        fn, call, provider, convention = ref.flash_attn_with_kvcache, kvcache_call(b=2), ref.provider(), KVCACHE
+        fn, call, build = ref.flash_attn_with_kvcache, kvcache_call(b=2), ref.build()
         message = "scheduler_metadata must have shape (metadata_size)"
     else:
-        fn, call, provider, convention = ref.flash_attn_varlen_func, varlen_call(b=2), ref.vllm_provider(), VARLEN
+        fn, call, build = ref.flash_attn_varlen_func, varlen_call(b=2), ref.vllm_build()
         message = "scheduler_metadata dimension 0 must have size 2, got 3"
-    fa = interceptor.wrap(fn, wrong_size(provider), convention)
+    fa = interceptor.wrap(fn, wrong_size(build))
     with caplog.at_level(logging.WARNING, logger="attn_sched_plugin"):
         outs = [fa(**call) for _ in range(2)]
     assert all(bitwise_equal(o, fn(**call)) for o in outs)
@@ -254,12 +255,12 @@ def test_the_reference_refuses_with_fa3s_own_messages(ref):
                               (wrong_dtype, "scheduler_metadata must have dtype int32")):
         with pytest.raises(RuntimeError, match=message.replace("(", r"\(")) as info:
             ref.flash_attn_with_kvcache(**call, scheduler_metadata=metadata)
-        assert interceptor.is_rejection(info.value)
+        assert errors.is_rejection(info.value)
     with pytest.raises(RuntimeError, match="must have 1 dimensions, got 2") as info:
         ref.flash_attn_varlen_func(**varlen_call(b=2), scheduler_metadata=torch.zeros(1, 2, dtype=torch.int32))
-    assert interceptor.is_rejection(info.value)
-    assert not interceptor.is_rejection(RuntimeError("CUDA error: misaligned address"))
-    assert not interceptor.is_rejection(torch.AcceleratorError("scheduler_metadata must have shape (n)"))
+    assert errors.is_rejection(info.value)
+    assert not errors.is_rejection(RuntimeError("CUDA error: misaligned address"))
+    assert not errors.is_rejection(torch.AcceleratorError("scheduler_metadata must have shape (n)"))
 
 
 # --- 3. the kill switch fails closed ---------------------------------------------------------------------
@@ -271,7 +272,7 @@ def test_an_unreadable_kill_switch_turns_the_plugin_off(register, ref, caplog, r
         switches.reload(env={"ATTN_SCHED_DISABLE": raw})
         assert activation.instrument("fake") is None
     assert adapter.installs == []
-    assert interceptor.wrap(ref.flash_attn_with_kvcache, ref.provider(), KVCACHE) is ref.flash_attn_with_kvcache
+    assert interceptor.wrap(ref.flash_attn_with_kvcache, ref.build()) is ref.flash_attn_with_kvcache
     (line,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert f"ATTN_SCHED_DISABLE={raw!r} is not readable" in line and "the plugin is therefore off" in line
     assert "1/true/yes/on or 0/false/no/off" in line
@@ -341,7 +342,7 @@ def test_activation_of_an_active_adapter_says_when_capture_ids_are_unreadable(re
 
     register(Active(), "active-adapter")
     monkeypatch.setattr(context, "DRIVER", "libcuda-absent-for-this-test.so.1")
-    monkeypatch.setattr(graphs, "install", lambda: None)
+    monkeypatch.setattr(activation.PROCESS.graphs, "install", lambda: None)
     context._capture_info_fn.cache_clear()
     try:
         with caplog.at_level(logging.INFO, logger="attn_sched_plugin"):
@@ -376,7 +377,7 @@ def test_under_verify_eager_steps_are_compared_against_fa3_alone(ref, tally, cap
 
     switches.reload(env={"ATTN_SCHED_VERIFY": "1"})
     module = engine_module(planted)
-    route = EntryRoute(module, "flash_attn_with_kvcache", interceptor.wrap(planted, ref.provider(), KVCACHE))
+    route = EntryRoute(module, "flash_attn_with_kvcache", interceptor.wrap(planted, ref.build()))
     call = short_call()
     step = tally().step
     route.eager()  # the engine's eager metadata callback
@@ -389,8 +390,7 @@ def test_under_verify_eager_steps_are_compared_against_fa3_alone(ref, tally, cap
 
 def test_without_verify_eager_steps_call_fa3_untouched(ref):
     module = engine_module(ref.flash_attn_with_kvcache)
-    route = EntryRoute(module, "flash_attn_with_kvcache", interceptor.wrap(ref.flash_attn_with_kvcache,
-                                                                           ref.provider(), KVCACHE))
+    route = EntryRoute(module, "flash_attn_with_kvcache", interceptor.wrap(ref.flash_attn_with_kvcache, ref.build()))
     route.capture()
     route.eager()
     assert module.flash_attn_with_kvcache is ref.flash_attn_with_kvcache
@@ -406,7 +406,7 @@ def test_2000_distinct_failures_log_a_bounded_number_of_lines(ref, tally, caplog
     def entry(q, k_cache, v_cache, cache_seqlens=None, page_table=None, scheduler_metadata=None):
         return q  # FA3 alone, cheaply
 
-    fa = interceptor.wrap(entry, provider, KVCACHE)
+    fa = interceptor.wrap(entry, Build(provider, KVCACHE))
     call = short_call()
     with caplog.at_level(logging.WARNING, logger="attn_sched_plugin"):
         for _ in range(2000):
@@ -423,41 +423,41 @@ def test_2000_distinct_refusals_keep_a_bounded_memory(ref):
             raise RuntimeError("scheduler_metadata must have shape (metadata_size)")
         return q
 
-    fa = interceptor.wrap(entry, ref.provider(), KVCACHE)
+    fa = interceptor.wrap(entry, ref.build())
     call = short_call()
     for margin in range(2000):  # a distinct signature each time
         assert fa(**call, sm_margin=margin) is call["q"]
-    assert 0 < len(interceptor._rejected) < 2000
-    assert len(interceptor._rejected) <= interceptor.MAX_REJECTED
+    assert 0 < len(activation.PROCESS.rejected) < 2000
+    assert len(activation.PROCESS.rejected) <= process.MAX_REJECTED
 
 
 def test_captures_that_never_end_keep_a_bounded_memory():
     for capture_id in range(1, 2001):
-        graphs.book(capture_id, 1)  # captures that failed midway: capture_end never came
-    assert len(graphs._pending) < 2000
-    assert len(graphs._pending) <= graphs.MAX_PENDING
-    graphs.book(5000, 2)
+        activation.PROCESS.graphs.book(capture_id, 1)  # captures that failed midway: capture_end never came
+    assert len(activation.PROCESS.graphs._pending) < 2000
+    assert len(activation.PROCESS.graphs._pending) <= graphs.MAX_PENDING
+    activation.PROCESS.graphs.book(5000, 2)
     graph = SimpleNamespace()
-    graphs.captured(graph, 5000)
+    activation.PROCESS.graphs.captured(graph, 5000)
     graphs.replayed(graph)
-    assert graphs.totals() == {"graphs": 1, "replays": 1, "launches_avoided": 2}
+    assert activation.PROCESS.graphs.totals() == {"graphs": 1, "replays": 1, "launches_avoided": 2}
 
 
 def test_a_refusal_inside_a_capture_counts_what_the_replays_run(ref, monkeypatch):
     """The refused call's metadata kernel was recorded and runs at every replay for nothing (-1), next to a
     shape whose metadata serves 3 layers (+2): each replay avoids 1 launch net, as it truly does."""
     monkeypatch.setattr(context, "current", lambda t: ("cpu", 0, 31))
-    ok = interceptor.wrap(ref.flash_attn_with_kvcache, ref.provider(), KVCACHE)
-    refused = interceptor.wrap(ref.flash_attn_with_kvcache, wrong_size(ref.provider()), KVCACHE)
+    ok = interceptor.wrap(ref.flash_attn_with_kvcache, ref.build())
+    refused = interceptor.wrap(ref.flash_attn_with_kvcache, wrong_size(ref.build()))
     call, other = kvcache_call(b=2), kvcache_call(b=3)
     for _ in range(3):
         assert bitwise_equal(ok(**call), ref.flash_attn_with_kvcache(**call))
         assert bitwise_equal(refused(**other), ref.flash_attn_with_kvcache(**other))
     graph = SimpleNamespace()
-    graphs.captured(graph, 31)
+    activation.PROCESS.graphs.captured(graph, 31)
     for _ in range(4):
         graphs.replayed(graph)
-    assert graphs.totals() == {"graphs": 1, "replays": 4, "launches_avoided": 4}
+    assert activation.PROCESS.graphs.totals() == {"graphs": 1, "replays": 4, "launches_avoided": 4}
 
 
 def test_threads_that_never_end_a_step_are_in_the_snapshot(fa):
@@ -485,7 +485,7 @@ def test_threads_that_never_end_a_step_are_in_the_snapshot(fa):
 def test_the_periodic_summary_is_logged_once_when_threads_race(caplog, monkeypatch):
     """Two threads check the interval at the same moment; one summary."""
     switches.reload(env={"ATTN_SCHED_SUMMARY_INTERVAL": "5"})
-    stats.OBSERVER._last_summary = 0.0
+    activation.PROCESS.observer._last_summary = 0.0
     barrier = threading.Barrier(2, timeout=0.5)
 
     def monotonic():
@@ -496,9 +496,9 @@ def test_the_periodic_summary_is_logged_once_when_threads_race(caplog, monkeypat
                 pass
         return 1000.0
 
-    monkeypatch.setattr(stats.time, "monotonic", monotonic)
+    monkeypatch.setattr(observer.time, "monotonic", monotonic)
     with caplog.at_level(logging.INFO, logger="attn_sched_plugin"):
-        threads = [threading.Thread(target=stats.OBSERVER.tick) for _ in range(2)]
+        threads = [threading.Thread(target=activation.PROCESS.observer.tick) for _ in range(2)]
         for t in threads:
             t.start()
         for t in threads:
@@ -507,14 +507,14 @@ def test_the_periodic_summary_is_logged_once_when_threads_race(caplog, monkeypat
 
 
 def test_uninstall_leaves_a_replay_wrapper_installed_after_ours(fake_graph_class):
-    graphs.install()
+    activation.PROCESS.graphs.install()
     ours = fake_graph_class.replay
 
     def theirs(self, *args, **kwargs):
         return ours(self, *args, **kwargs)
 
     fake_graph_class.replay = theirs
-    graphs.uninstall()
+    activation.PROCESS.graphs.uninstall()
     assert fake_graph_class.replay is theirs  # another library's, kept
     assert fake_graph_class.capture_end is FakeGraph.capture_end  # ours, undone
 
@@ -524,11 +524,11 @@ def test_a_collected_graph_keeps_its_replays_in_the_totals():
         pass
 
     graph = Graph()
-    graphs.book(9, 5)
-    graphs.captured(graph, 9)
+    activation.PROCESS.graphs.book(9, 5)
+    activation.PROCESS.graphs.captured(graph, 9)
     for _ in range(3):
         graphs.replayed(graph)
     del graph
     gc.collect()
-    assert graphs._live == set()
-    assert graphs.totals() == {"graphs": 1, "replays": 3, "launches_avoided": 15}
+    assert activation.PROCESS.graphs._live == set()
+    assert activation.PROCESS.graphs.totals() == {"graphs": 1, "replays": 3, "launches_avoided": 15}

@@ -12,8 +12,7 @@ import pytest
 import torch
 from core_calls import kvcache_call
 
-from attn_sched_plugin import context, graphs, interceptor, runtime, stats
-from attn_sched_plugin.conventions import KVCACHE
+from attn_sched_plugin import activation, context, graphs, interceptor, runtime, stats
 
 
 @pytest.fixture
@@ -32,7 +31,7 @@ def _layers(fa, n, **shape):
 
 
 def test_replays_add_what_their_capture_avoided(ref, capturing):
-    fa = interceptor.wrap(ref.flash_attn_with_kvcache, ref.provider(), KVCACHE)
+    fa = interceptor.wrap(ref.flash_attn_with_kvcache, ref.build())
     capturing(0)
     _layers(fa, 3)  # eager warm-up: not a graph's
     capturing(41)
@@ -40,15 +39,15 @@ def test_replays_add_what_their_capture_avoided(ref, capturing):
     _layers(fa, 4)  # one shape: 1 computed, 4 injected
     _layers(fa, 2, b=3)  # a second shape: 1 computed, 2 injected
     small, other = SimpleNamespace(), SimpleNamespace()
-    graphs.captured(small, 41)
+    activation.PROCESS.graphs.captured(small, 41)
     capturing(42)
     runtime.new_step()
     _layers(fa, 5)
-    graphs.captured(other, 42)
+    activation.PROCESS.graphs.captured(other, 42)
     for _ in range(7):
         graphs.replayed(small)
     graphs.replayed(other)
-    assert graphs.totals() == {"graphs": 2, "replays": 8, "launches_avoided": 7 * 4 + 4}
+    assert activation.PROCESS.graphs.totals() == {"graphs": 2, "replays": 8, "launches_avoided": 7 * 4 + 4}
     s = stats.snapshot()
     assert s["graph_replays"]["launches_avoided"] == 32 and s["intercepted"]["launches_avoided"] == 2 + 4 + 4
     assert s["launches_avoided"] == 32 + 10
@@ -56,14 +55,14 @@ def test_replays_add_what_their_capture_avoided(ref, capturing):
 
 
 def test_a_graph_that_avoided_nothing_is_not_counted(ref, capturing):
-    fa = interceptor.wrap(ref.flash_attn_with_kvcache, ref.provider(), KVCACHE)
+    fa = interceptor.wrap(ref.flash_attn_with_kvcache, ref.build())
     capturing(7)
     _layers(fa, 1)  # one layer: computed 1, injected 1, nothing avoided
     graph = SimpleNamespace()
-    graphs.captured(graph, 7)
+    activation.PROCESS.graphs.captured(graph, 7)
     graphs.replayed(graph)
     graphs.replayed(SimpleNamespace())  # a graph captured without the plugin
-    assert graphs.totals() == {"graphs": 0, "replays": 0, "launches_avoided": 0}
+    assert activation.PROCESS.graphs.totals() == {"graphs": 0, "replays": 0, "launches_avoided": 0}
 
 
 def test_install_wraps_cudagraph_capture_end_and_replay_reversibly(monkeypatch):
@@ -73,19 +72,19 @@ def test_install_wraps_cudagraph_capture_end_and_replay_reversibly(monkeypatch):
     monkeypatch.setattr(torch.cuda, "current_stream", lambda: SimpleNamespace(cuda_stream=5))
     monkeypatch.setattr(context, "capture_id", lambda stream: 99 if stream == 5 else 0)
     original = torch.cuda.CUDAGraph.replay
-    graphs.install()
-    graphs.install()  # idempotent
+    activation.PROCESS.graphs.install()
+    activation.PROCESS.graphs.install()  # idempotent
     try:
-        graphs.book(99, 6)
+        activation.PROCESS.graphs.book(99, 6)
         graph = SimpleNamespace()
         torch.cuda.CUDAGraph.capture_end(graph)
         torch.cuda.CUDAGraph.replay(graph)
         torch.cuda.CUDAGraph.replay(graph)
     finally:
-        graphs.uninstall()
+        activation.PROCESS.graphs.uninstall()
     assert torch.cuda.CUDAGraph.replay is original
     assert calls == ["capture_end", "replay", "replay"]
-    assert graphs.totals() == {"graphs": 1, "replays": 2, "launches_avoided": 12}
+    assert activation.PROCESS.graphs.totals() == {"graphs": 1, "replays": 2, "launches_avoided": 12}
 
 
 def test_periodic_summary_fires_from_replays(ref, capturing, caplog, monkeypatch):
@@ -93,8 +92,8 @@ def test_periodic_summary_fires_from_replays(ref, capturing, caplog, monkeypatch
 
     switches.reload(env={"ATTN_SCHED_SUMMARY_INTERVAL": "0.000001"})
     graph = SimpleNamespace()
-    graphs.book(3, 2)
-    graphs.captured(graph, 3)
+    activation.PROCESS.graphs.book(3, 2)
+    activation.PROCESS.graphs.captured(graph, 3)
     with caplog.at_level("INFO", logger="attn_sched_plugin"):
         for _ in range(graphs.SUMMARY_EVERY - 1):
             graphs.replayed(graph)

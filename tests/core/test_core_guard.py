@@ -11,7 +11,6 @@ import torch
 from core_calls import kvcache_call
 
 from attn_sched_plugin import guard, interceptor, runtime, switches
-from attn_sched_plugin.conventions import KVCACHE
 from attn_sched_plugin.verify import bitwise_equal
 
 CALL = dict(b=2, s_q=1, page_size=4, pages_per_seq=4, causal=True)
@@ -44,7 +43,7 @@ def _guard(mode: str) -> None:
 def test_metadata_for_other_parameters_is_replaced_with_exact(ref, engine, bug, reason):
     call = kvcache_call(**CALL)
     wrong = _engine_metadata(engine, call, **bug)
-    fa = interceptor.wrap(ref.flash_attn_with_kvcache, ref.provider(), KVCACHE)
+    fa = interceptor.wrap(ref.flash_attn_with_kvcache, ref.build())
     _guard("off")
     with pytest.raises(RuntimeError, match="computed for other parameters"):
         fa(**call, scheduler_metadata=wrong)  # the engine bug, as FA3 would run it
@@ -68,7 +67,7 @@ def test_matching_and_equivalent_metadata_is_kept(ref, engine):
         seen.append(kwargs.get("scheduler_metadata"))
         return ref.flash_attn_with_kvcache(*args, **kwargs)
 
-    fa = interceptor.wrap(entry, ref.provider(), KVCACHE)
+    fa = interceptor.wrap(entry, ref.build())
     for over in ({}, {"window_size": (100, 0)}):
         native = _engine_metadata(engine, call, **over)
         fa(**call, scheduler_metadata=native)
@@ -85,7 +84,7 @@ def test_unrecorded_metadata_is_kept_unless_its_size_is_known_wrong(ref):
         seen.append(kwargs.get("scheduler_metadata"))
         return call["q"]
 
-    fa = interceptor.wrap(entry, ref.provider(), KVCACHE)
+    fa = interceptor.wrap(entry, ref.build())
     odd = torch.zeros(3, dtype=torch.int32)
     fa(**call, scheduler_metadata=odd)
     assert seen[-1] is odd  # nothing known about this call's size yet: unchanged
@@ -99,7 +98,7 @@ def test_metadata_fa3_refuses_is_dropped(ref):
     """No record, no known size; FA3's own check refuses it (before launching): FA3 schedules itself."""
     call = kvcache_call(**CALL)
     foreign = torch.zeros(5, dtype=torch.int32)
-    fa = interceptor.wrap(ref.flash_attn_with_kvcache, ref.provider(), KVCACHE)
+    fa = interceptor.wrap(ref.flash_attn_with_kvcache, ref.build())
     _guard("off")
     with pytest.raises(RuntimeError, match="must have shape"):
         fa(**call, scheduler_metadata=foreign)
@@ -123,7 +122,7 @@ def test_a_copy_into_a_persistent_buffer_keeps_its_record(ref, engine):
             return self.buffer[:n]
 
     stored = Builder().store(_engine_metadata(engine, call, window_size=(7, 0)))
-    fa = interceptor.wrap(ref.flash_attn_with_kvcache, ref.provider(), KVCACHE)
+    fa = interceptor.wrap(ref.flash_attn_with_kvcache, ref.build())
     assert bitwise_equal(fa(**call, scheduler_metadata=stored), ref.flash_attn_with_kvcache(**call))
     assert guard.counts(ref.provider().name) == {"guard_window": 1}
     Builder.buffer[0] += 1  # rewritten since: the record no longer describes it, so nothing is proven
@@ -132,7 +131,7 @@ def test_a_copy_into_a_persistent_buffer_keeps_its_record(ref, engine):
 
 def test_eager_entry_touches_only_calls_with_engine_metadata(ref, engine):
     call = kvcache_call(**CALL)
-    entry = guard.eager_entry(ref.flash_attn_with_kvcache, ref.provider(), KVCACHE)
+    entry = interceptor.eager_entry(ref.flash_attn_with_kvcache, ref.build())
     entry(**call)
     assert runtime.state().tally.calls == 0
     got = entry(**call, scheduler_metadata=_engine_metadata(engine, call, window_size=(7, 0)))

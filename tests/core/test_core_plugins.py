@@ -8,14 +8,13 @@ import pytest
 from core_calls import i32, kvcache_call
 
 from attn_sched_plugin import activation, interceptor, runtime, stats, switches
-from attn_sched_plugin.conventions import KVCACHE
 from attn_sched_plugin.hookspecs import hookimpl
-from attn_sched_plugin.report import AdapterReport
+from attn_sched_plugin.records import AdapterReport
 
 
 @pytest.fixture
 def fa(ref):
-    return interceptor.wrap(ref.flash_attn_with_kvcache, ref.provider(), KVCACHE)
+    return interceptor.wrap(ref.flash_attn_with_kvcache, ref.build())
 
 
 def test_stats_fold_step_tallies_and_include_the_open_step(fa):
@@ -62,7 +61,7 @@ def test_summary_interval_zero_logs_only_at_exit(fa, caplog, interval, periodic)
             fa(**kvcache_call(b=2))
             runtime.new_step()
         assert summaries() == periodic
-        stats._at_exit()
+        activation._at_exit()
     assert summaries() == periodic + 1
 
 

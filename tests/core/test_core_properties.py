@@ -15,15 +15,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from attn_sched_plugin import interceptor, runtime
-from attn_sched_plugin.conventions import KVCACHE, VARLEN
 from attn_sched_plugin.verify import bitwise_equal
 from tests.reference import fa3_reference as ref
 
 SETTINGS = settings(max_examples=60, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
-FA_KV = interceptor.wrap(ref.flash_attn_with_kvcache, ref.provider(), KVCACHE)
-FA_VARLEN = interceptor.wrap(ref.flash_attn_varlen_func, ref.vllm_provider(), VARLEN)
+FA_KV = interceptor.wrap(ref.flash_attn_with_kvcache, ref.build())
+FA_VARLEN = interceptor.wrap(ref.flash_attn_varlen_func, ref.vllm_build())
 
 heads = st.tuples(st.sampled_from([1, 2]), st.sampled_from([1, 2, 4, 8])).map(lambda t: (t[0] * t[1], t[0]))
 windows = st.one_of(st.just((-1, -1)), st.tuples(st.integers(-1, 80), st.integers(-1, 4)))

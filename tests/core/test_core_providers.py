@@ -10,9 +10,10 @@ import torch
 from core_calls import derive_call, kvcache_call, varlen_call
 
 from attn_sched_plugin import interceptor, providers
-from attn_sched_plugin.conventions import KVCACHE, VARLEN
-from attn_sched_plugin.descriptor import Decline
-from attn_sched_plugin.providers import Provider, ProviderUnavailable, bind_schema, provider_for
+from attn_sched_plugin.binding import KVCACHE, VARLEN
+from attn_sched_plugin.errors import Decline
+from attn_sched_plugin.errors import ProviderUnavailable
+from attn_sched_plugin.providers import Build, Provider, bind_schema
 from attn_sched_plugin.verify import bitwise_equal
 
 SCHEMAS = Path(__file__).resolve().parents[1] / "data" / "op_schemas"
@@ -166,7 +167,7 @@ def test_namespace_without_get_scheduler_metadata_is_unavailable(ref, tally, cap
     ok, why = provider.available()
     assert not ok
     assert "empty-build" in why and "get_scheduler_metadata" in why and "\n" not in why
-    fa = interceptor.wrap(ref.flash_attn_with_kvcache, provider, KVCACHE)
+    fa = interceptor.wrap(ref.flash_attn_with_kvcache, Build(provider, KVCACHE))
     call = kvcache_call()
     with caplog.at_level(logging.WARNING, logger="attn_sched_plugin"):
         outs = [fa(**call) for _ in range(3)]
@@ -175,23 +176,15 @@ def test_namespace_without_get_scheduler_metadata_is_unavailable(ref, tally, cap
     assert len([r for r in caplog.records if "get_scheduler_metadata" in r.getMessage()]) == 1
 
 
-def test_unknown_build_name_is_one_clear_line():
-    with pytest.raises(ProviderUnavailable) as info:
-        provider_for("flash_attn_9")
-    message = str(info.value)
-    assert "\n" not in message and "flash_attn_9" in message
-    assert all(b in message for b in providers.BUILDS)
-
-
 def test_named_builds_resolve_lazily():
-    provider = provider_for("fa3_fwd")
+    provider = providers.BUILDS["fa3_fwd"].provider
     assert provider._op is None  # nothing imported at creation
     ok, why = provider.available()  # fa3_fwd is not installed in the CPU env
     assert not ok and "fa3_fwd" in why
 
 
 def test_provider_op_raising_passes_through_and_logs_once(ref, tally, caplog):
-    fa = interceptor.wrap(ref.flash_attn_with_kvcache, Provider("raising", "attn_sched_test_raise"), KVCACHE)
+    fa = interceptor.wrap(ref.flash_attn_with_kvcache, Build(Provider("raising", "attn_sched_test_raise"), KVCACHE))
     call = kvcache_call()
     with caplog.at_level(logging.WARNING, logger="attn_sched_plugin"):
         outs = [fa(**call) for _ in range(3)]
@@ -209,7 +202,7 @@ def test_forward_rejecting_metadata_is_retried_then_passed_through(ref, tally, c
             raise RuntimeError("scheduler_metadata must have shape (17)")
         return q * 2
 
-    fa = interceptor.wrap(entry, ref.provider(), KVCACHE)
+    fa = interceptor.wrap(entry, ref.build())
     call = {k: v for k, v in kvcache_call().items() if k in ("q", "k_cache", "v_cache", "cache_seqlens",
                                                                "page_table")}
     with caplog.at_level(logging.WARNING, logger="attn_sched_plugin"):
@@ -228,7 +221,7 @@ def test_a_rejection_disables_only_those_batch_sizes(ref, tally):
             raise RuntimeError("scheduler_metadata must have shape (17)")
         return q * 2
 
-    fa = interceptor.wrap(entry, ref.provider(), KVCACHE)
+    fa = interceptor.wrap(entry, ref.build())
     keep = ("q", "k_cache", "v_cache", "cache_seqlens", "page_table")
     small, large = ({k: v for k, v in kvcache_call(b=b).items() if k in keep} for b in (2, 3))
     fa(**small), fa(**small), fa(**large)
@@ -239,7 +232,7 @@ def test_forward_error_unrelated_to_metadata_propagates(ref):
     def entry(q, k_cache, v_cache, cache_seqlens=None, page_table=None, scheduler_metadata=None):
         raise RuntimeError("out of memory")
 
-    fa = interceptor.wrap(entry, ref.provider(), KVCACHE)
+    fa = interceptor.wrap(entry, ref.build())
     call = {k: v for k, v in kvcache_call().items() if k in ("q", "k_cache", "v_cache", "cache_seqlens",
                                                                "page_table")}
     with pytest.raises(RuntimeError, match="out of memory"):
@@ -248,18 +241,18 @@ def test_forward_error_unrelated_to_metadata_propagates(ref):
 
 def test_wrap_refuses_a_function_without_scheduler_metadata(ref):
     with pytest.raises(TypeError, match="scheduler_metadata"):
-        interceptor.wrap(lambda q, k, v: q, ref.provider(), KVCACHE)
+        interceptor.wrap(lambda q, k, v: q, ref.build())
 
 
 def test_wrap_is_idempotent_and_keeps_the_original(ref):
-    fa = interceptor.wrap(ref.flash_attn_with_kvcache, ref.provider(), KVCACHE)
+    fa = interceptor.wrap(ref.flash_attn_with_kvcache, ref.build())
     assert interceptor.is_wrapped(fa) and not interceptor.is_wrapped(ref.flash_attn_with_kvcache)
-    assert interceptor.wrap(fa, ref.provider(), KVCACHE) is fa
+    assert interceptor.wrap(fa, ref.build()) is fa
     assert fa.__wrapped__ is ref.flash_attn_with_kvcache
 
 
 def test_build_lacking_attention_chunk_passes_the_call_through(ref, tally):
-    fa = interceptor.wrap(ref.flash_attn_with_kvcache, Provider("vllm", "attn_sched_test_vllm"), KVCACHE)
+    fa = interceptor.wrap(ref.flash_attn_with_kvcache, Build(Provider("vllm", "attn_sched_test_vllm"), KVCACHE))
     call = kvcache_call(attention_chunk=8)
     assert bitwise_equal(fa(**call), ref.flash_attn_with_kvcache(**call))
     assert tally().passthrough == {"build_lacks_attention_chunk": 1} and tally().injected == 0

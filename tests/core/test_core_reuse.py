@@ -16,14 +16,14 @@ import torch
 from core_calls import i32, kvcache_call, varlen_call
 
 from attn_sched_plugin import cache, context, interceptor, runtime, switches
-from attn_sched_plugin.conventions import KVCACHE, VARLEN
-from attn_sched_plugin.providers import Provider
+from attn_sched_plugin.binding import KVCACHE
+from attn_sched_plugin.providers import Build, Provider
 from attn_sched_plugin.verify import bitwise_equal
 
 
 @pytest.fixture
 def fa(ref):
-    return interceptor.wrap(ref.flash_attn_with_kvcache, ref.provider(), KVCACHE)
+    return interceptor.wrap(ref.flash_attn_with_kvcache, ref.build())
 
 
 @pytest.fixture
@@ -40,7 +40,7 @@ def test_one_computation_for_all_layers_of_a_step(ref, fa, tally, computations):
     assert computations() == 1
     assert ref.COUNTERS["prepare"] == prepares  # no layer scheduled itself
     t = tally()
-    assert (t.calls, t.injected, t.computed, t.launches_avoided) == (6, 6, 1, 5)
+    assert (t.calls, t.injected, t.computed) == (6, 6, 1)
     assert not t.passthrough
     assert all(bitwise_equal(o, ref.flash_attn_with_kvcache(**call)) for o in outs)
 
@@ -199,8 +199,8 @@ def test_different_providers_never_share(ref, computations, tally):
         return ref.flash_attn_with_kvcache(q, k_cache, v_cache, cache_seqlens=cache_seqlens, page_table=page_table,
                                            scheduler_metadata=scheduler_metadata)
 
-    one = interceptor.wrap(entry, ref.provider(), KVCACHE)
-    two = interceptor.wrap(entry, Provider("another-build", ref.NAMESPACE), KVCACHE)
+    one = interceptor.wrap(entry, ref.build())
+    two = interceptor.wrap(entry, Build(Provider("another-build", ref.NAMESPACE), KVCACHE))
     call = {k: v for k, v in kvcache_call(b=2).items() if k in ("q", "k_cache", "v_cache", "cache_seqlens",
                                                                  "page_table")}
     one(**call)
@@ -217,7 +217,7 @@ def test_engine_native_metadata_is_untouched(ref, tally):
         seen.append(scheduler_metadata)
         return q
 
-    fa = interceptor.wrap(entry, ref.provider(), KVCACHE)
+    fa = interceptor.wrap(entry, ref.build())
     call = {k: v for k, v in kvcache_call(b=2).items() if k in ("q", "k_cache", "v_cache", "cache_seqlens",
                                                                  "page_table")}
     native = torch.tensor([1, 2, 3], dtype=torch.int32)
@@ -235,7 +235,7 @@ def test_disable_calls_fn_with_the_exact_original_arguments(ref, tally, computat
 
     entry.__signature__ = inspect.signature(ref.flash_attn_with_kvcache)
     switches.reload(env={"ATTN_SCHED_DISABLE": "1"})  # read once, when wrapping
-    fa = interceptor.wrap(entry, ref.provider(), KVCACHE)
+    fa = interceptor.wrap(entry, ref.build())
     call = kvcache_call(b=2)
     q, k, v = call.pop("q"), call.pop("k_cache"), call.pop("v_cache")
     assert fa(q, k, v, **call) == "result"
@@ -250,7 +250,7 @@ def test_verify_detects_a_planted_difference(ref, tally, caplog):
         return q + (1 if scheduler_metadata is not None else 0)  # "kernel" whose output depends on metadata
 
     switches.reload(env={"ATTN_SCHED_VERIFY": "1"})
-    fa = interceptor.wrap(entry, ref.provider(), KVCACHE)
+    fa = interceptor.wrap(entry, ref.build())
     call = {k: v for k, v in kvcache_call(b=2).items() if k in ("q", "k_cache", "v_cache", "cache_seqlens",
                                                                  "page_table")}
     out = fa(**call)
@@ -265,7 +265,7 @@ def test_verify_detects_a_planted_difference(ref, tally, caplog):
 
 def test_verify_is_quiet_on_the_exact_reference(ref, tally, caplog):
     switches.reload(env={"ATTN_SCHED_VERIFY": "1"})
-    fa = interceptor.wrap(ref.flash_attn_with_kvcache, ref.provider(), KVCACHE)
+    fa = interceptor.wrap(ref.flash_attn_with_kvcache, ref.build())
     call = kvcache_call(b=3, s_q=2, causal=True)
     fa(**call)
     fa(**call)
@@ -273,8 +273,8 @@ def test_verify_is_quiet_on_the_exact_reference(ref, tally, caplog):
 
 
 def test_outputs_bitwise_equal_with_and_without_plugin(ref):
-    fa = interceptor.wrap(ref.flash_attn_with_kvcache, ref.provider(), KVCACHE)
-    fv = interceptor.wrap(ref.flash_attn_varlen_func, ref.vllm_provider(), VARLEN)
+    fa = interceptor.wrap(ref.flash_attn_with_kvcache, ref.build())
+    fv = interceptor.wrap(ref.flash_attn_varlen_func, ref.vllm_build())
     kcall = kvcache_call(b=3, s_q=2, causal=True, softcap=10.0, window_size=(5, 0), return_softmax_lse=True)
     vcall = varlen_call(b=3, s_q=3, causal=True, return_softmax_lse=True)
     assert bitwise_equal(fa(**kcall), ref.flash_attn_with_kvcache(**kcall))
@@ -325,7 +325,7 @@ def _recording_entry(seen):
 @pytest.mark.parametrize("how", ["positional", "keyword", "absent"])
 def test_metadata_slot_passed_as_none_is_filled_not_duplicated(ref, tally, how):
     seen = []
-    fa = interceptor.wrap(_recording_entry(seen), ref.provider(), KVCACHE)
+    fa = interceptor.wrap(_recording_entry(seen), ref.build())
     c = kvcache_call(b=2)
     args = (c["q"], c["k_cache"], c["v_cache"], c["cache_seqlens"], c["page_table"])
     if how == "positional":
@@ -344,7 +344,7 @@ def test_engine_native_takes_precedence_over_other_declines(ref, tally):
     def entry(q, k_cache, v_cache, cache_seqlens=None, scheduler_metadata=None, ver=3, dropout_p=0.0):
         seen.append(scheduler_metadata)
 
-    fa = interceptor.wrap(entry, ref.provider(), KVCACHE)
+    fa = interceptor.wrap(entry, ref.build())
     c = kvcache_call(b=2, page_size=None)
     native = i32([1])
     fa(c["q"], c["k_cache"], c["v_cache"], c["cache_seqlens"], native, ver=4, dropout_p=0.5)

@@ -75,7 +75,7 @@ def test_vllm_discover_names_the_checked_range_for_newer_releases(monkeypatch):
 
 
 def test_prefix_lm_models_are_said_to_get_nothing(monkeypatch):
-    from attn_sched_plugin.report import AdapterReport
+    from attn_sched_plugin.records import AdapterReport
 
     monkeypatch.setattr(vllm_targets, "installed_version", lambda: "0.34.0")
     for composite, note in ((True, vllm.NOTHING_FOR_PREFIX_LM), (False, "")):

@@ -264,7 +264,7 @@ def run_cases(build, make_case, make_call, count: int, seed: int) -> dict:
     """
     from attn_sched_plugin import stats
 
-    wrapped = wrap(build.forward, build.provider, build.convention)
+    wrapped = wrap(build.forward, build.fa3)
     rng = random.Random(seed)
     tally, failures, reasons, rejected, heads = Counter(), [], Counter(), Counter(), Counter()
     for _ in range(count):

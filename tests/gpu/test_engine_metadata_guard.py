@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from attn_sched_plugin import guard, runtime
-from attn_sched_plugin.conventions import Binder
+from attn_sched_plugin.binding import Binder
 from attn_sched_plugin.descriptor import derive_fields
 from attn_sched_plugin.interceptor import wrap
 from attn_sched_plugin.verify import bitwise_equal
@@ -46,7 +46,7 @@ def _engine(build, sig, batch):
         s = sig._replace(num_heads=num_heads, num_heads_k=num_heads_k, headdim=headdim, headdim_v=headdim_v,
                          qkv_dtype=qkv_dtype, is_causal=causal, window_size_left=window_size[0],
                          window_size_right=window_size[1], num_splits=num_splits, has_softcap=has_softcap)
-        return build.provider.compute(s, batch._replace(batch_size=batch_size, max_seqlen_q=max_seqlen_q,
+        return build.fa3.provider.compute(s, batch._replace(batch_size=batch_size, max_seqlen_q=max_seqlen_q,
                                                         max_seqlen_k=max_seqlen_k, page_size=page_size))
 
     return guard.recording(get_scheduler_metadata)
@@ -58,8 +58,8 @@ def test_wrong_engine_metadata_is_replaced(request, record, which, bug):
     build = request.getfixturevalue("vllm_build" if which == "vllm" else "sgl_kernel_build")
     case, differ = BUGS[bug]
     kwargs = (vllm_call if which == "vllm" else sglang_call)(case)
-    sig, batch = derive_fields(Binder(build.forward, build.convention).fields((), kwargs),
-                               build.provider.seqlen_k_from_call)
+    sig, batch = derive_fields(Binder(build.forward, build.fa3.convention).fields((), kwargs),
+                               build.fa3.provider.seqlen_k_from_call)
     wrong_sig, wrong_batch = differ(sig, batch)
     wrong = _engine(build, wrong_sig, wrong_batch)(
         wrong_batch.batch_size, wrong_batch.max_seqlen_q, wrong_batch.max_seqlen_k, wrong_sig.num_heads,
@@ -72,11 +72,11 @@ def test_wrong_engine_metadata_is_replaced(request, record, which, bug):
         accepted, differs = True, not bitwise_equal(alone, plain)
     except RuntimeError:  # FA3's size check refused it: a layout change (sort / swizzle vectors)
         accepted, differs = False, None
-    before = guard.counts(build.provider.name)
+    before = guard.counts(build.fa3.provider.name)
     runtime.new_step()
-    guarded = wrap(build.forward, build.provider, build.convention)(**kwargs, scheduler_metadata=wrong)
+    guarded = wrap(build.forward, build.fa3)(**kwargs, scheduler_metadata=wrong)
     torch.cuda.synchronize()
-    after = guard.counts(build.provider.name)
+    after = guard.counts(build.fa3.provider.name)
     replaced = {reason: n - before.get(reason, 0) for reason, n in after.items() if n > before.get(reason, 0)}
     record(build=which, bug=bug, fa3_alone_accepts=accepted, fa3_alone_differs=differs,
            guard_equal=bitwise_equal(guarded, plain), guard_replaced=replaced)

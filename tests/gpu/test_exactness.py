@@ -19,7 +19,7 @@ SUITES = {
     "fa3_fwd": ("fa3fwd_build", fa3fwd_case, fa3fwd_call, 4321),
     "vllm_nonvarlen": ("vllm_build", vllm_nonvarlen_case, vllm_nonvarlen_call, 2468),
 }
-# declined by design before anything is computed (README: pass-through reasons), still exact
+# declined by design before anything is computed (docs/troubleshooting.md: pass-through reasons), still exact
 DECLINED = {"pack_gqa_false", "headdim_v_tiles"}
 
 

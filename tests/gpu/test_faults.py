@@ -1,5 +1,5 @@
 """Issue 22 on real FA3: each build's own refusal of a wrong-size ``scheduler_metadata`` is what the
-interceptor recognises as a refusal (``interceptor.is_rejection``), so it is retried without metadata,
+interceptor recognises as a refusal (``errors.is_rejection``), so it is retried without metadata,
 while any other error of FA3's propagates. The messages are recorded for the results file."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import random
 import pytest
 import torch
 
-from attn_sched_plugin import interceptor
+from attn_sched_plugin import errors, interceptor
 
 from .cases import _fresh_caches
 from .test_exactness import SUITES
@@ -35,4 +35,4 @@ def test_fa3s_own_refusal_is_recognised(which, request, record):
         build.forward(**fresh(), scheduler_metadata=wrong)
     torch.cuda.synchronize()
     record(build=build.name, message=str(info.value).splitlines()[0][:200])
-    assert interceptor.is_rejection(info.value), str(info.value)
+    assert errors.is_rejection(info.value), str(info.value)

@@ -7,7 +7,7 @@ import os
 import pytest
 import torch
 
-from attn_sched_plugin import runtime
+from attn_sched_plugin import activation, runtime
 from attn_sched_plugin.bench.presets import PRESETS
 from attn_sched_plugin.bench.step import Step
 from attn_sched_plugin.bench.timing import capture, prepare_launches
@@ -89,17 +89,17 @@ def test_graph_replays_are_counted(vllm_build, record):
 
     p = PRESETS["gpt-oss-120b-like"]._replace(layers=12)
     step = Step(p, vllm_build, 8, 1024, 1, torch.device("cuda"))
-    graphs.install()
+    activation.PROCESS.graphs.install()
     try:
-        before = graphs.totals()
+        before = activation.PROCESS.graphs.totals()
         graph = capture(lambda: step.run("plugin"))
         replays = 100
         for _ in range(replays):
             graph.replay()
         torch.cuda.synchronize()
-        after = graphs.totals()
+        after = activation.PROCESS.graphs.totals()
     finally:
-        graphs.uninstall()
+        activation.PROCESS.graphs.uninstall()
     per_replay = p.layers - step.distinct_shapes()
     got = {name: after[name] - before[name] for name in after}
     record(replays=replays, per_replay=per_replay, counted=got)

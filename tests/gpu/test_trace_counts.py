@@ -13,12 +13,22 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from attn_sched_plugin.bench.presets import PRESETS
-from attn_sched_plugin.bench.step import Step, eager_step
+from attn_sched_plugin.bench.step import Step
 from attn_sched_plugin.bench.timing import capture, prepare_launches
 from integration.serve_ab import trace
 
 pytestmark = pytest.mark.gpu
 STEPS = 5
+
+
+def eager_step(step: Step, variant: str):
+    """One eager step of ``variant``, with the engine's host precompute where it has one."""
+    def run():
+        if variant == "engine":
+            step.engine_precompute()
+        step.run(variant, captured=False)
+
+    return run
 
 
 def _counts(tmp_path, name, run) -> dict:

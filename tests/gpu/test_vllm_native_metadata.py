@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from attn_sched_plugin import runtime
-from attn_sched_plugin.conventions import Binder
+from attn_sched_plugin.binding import Binder
 from attn_sched_plugin.descriptor import derive_fields
 from attn_sched_plugin.interceptor import wrap
 from attn_sched_plugin.verify import bitwise_equal
@@ -37,14 +37,14 @@ def test_vllm_builder_metadata_against_fa3_alone(vllm_build, record, window, sof
     kwargs = vllm_call(_case(window, softcap))
     kwargs["seqused_k"].copy_(torch.randint(100, 900, (8,), dtype=torch.int32))
     kwargs["max_seqlen_k"] = live_max = int(kwargs["seqused_k"].max())  # what vLLM passes the forward
-    sig, batch = derive_fields(Binder(vllm_build.forward, vllm_build.convention).fields((), kwargs),
-                               vllm_build.provider.seqlen_k_from_call)
+    sig, batch = derive_fields(Binder(vllm_build.forward, vllm_build.fa3.convention).fields((), kwargs),
+                               vllm_build.fa3.provider.seqlen_k_from_call)
     assert batch.max_seqlen_k == live_max
-    native = vllm_build.provider.compute(sig._replace(has_softcap=False), batch)  # the builder's call
+    native = vllm_build.fa3.provider.compute(sig._replace(has_softcap=False), batch)  # the builder's call
     plain = vllm_build.forward(**kwargs)
     with_native = vllm_build.forward(**kwargs, scheduler_metadata=native)
     runtime.new_step()
-    ours = wrap(vllm_build.forward, vllm_build.provider, vllm_build.convention)(**kwargs)
+    ours = wrap(vllm_build.forward, vllm_build.fa3)(**kwargs)
     torch.cuda.synchronize()
     native_equal = bitwise_equal(with_native, plain)
     record(window=window, softcap=softcap, live_max=live_max, native_equal=native_equal,

@@ -32,12 +32,11 @@ COUNTS: Counter = Counter()
 def _check_calls(fa3_module):
     from attn_sched_plugin import runtime
     from attn_sched_plugin.bench import builds
-    from attn_sched_plugin.conventions import KVCACHE
     from attn_sched_plugin.interceptor import wrap
     from attn_sched_plugin.verify import bitwise_equal
 
     plain = fa3_module.flash_attn_with_kvcache
-    wrapped = wrap(plain, builds.fa3_fwd().provider, KVCACHE)
+    wrapped = wrap(plain, builds.fa3_fwd().fa3)
 
     def flash_attn_with_kvcache(q, k_cache, v_cache, *args, **kwargs):
         k_copy, v_copy = k_cache.clone(), v_cache.clone()

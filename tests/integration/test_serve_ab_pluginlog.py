@@ -10,8 +10,9 @@ from collections import Counter
 
 import pytest
 
-from attn_sched_plugin import stats
+from attn_sched_plugin import activation, graphs, stats
 from attn_sched_plugin.cache import StepTally
+from attn_sched_plugin.process import Process
 from integration.serve_ab import pluginlog
 
 
@@ -19,10 +20,10 @@ from integration.serve_ab import pluginlog
 def summary(monkeypatch):
     """The plugin's real summary line after the given step tallies."""
     def make(*tallies: StepTally) -> str:
-        observer = stats.StatsObserver()
-        monkeypatch.setattr(stats, "OBSERVER", observer)
+        process = Process()
+        monkeypatch.setattr(activation, "PROCESS", process)
         for t in tallies:
-            observer.attn_sched_step_end(t)
+            process.observer.attn_sched_step_end(t)
         return stats.summary_line()
     return make
 
@@ -32,9 +33,7 @@ def tally(calls, injected, computed, **passthrough):
 
 
 def test_real_summary_line_is_read(summary, monkeypatch):
-    from attn_sched_plugin import graphs
-
-    monkeypatch.setattr(graphs, "totals", lambda: {"graphs": 3, "replays": 70, "launches_avoided": 4410})
+    monkeypatch.setattr(graphs.GraphCounts, "totals", lambda self: {"graphs": 3, "replays": 70, "launches_avoided": 4410})
     line = summary(tally(66, 64, 1, sglang_outside_fa_backend=2), tally(64, 64, 1))
     got = pluginlog.parse_summary(line)
     assert got == {"launches_avoided": 126 + 4410, "graph_launches_avoided": 4410, "replays": 70, "graphs": 3,

@@ -307,11 +307,12 @@ def get_scheduler_metadata(batch_size, max_seqlen_q, max_seqlen_k, num_heads_q, 
         window_size[1], attention_chunk, has_softcap, num_splits, pack_gqa, sm_margin)
 
 
+@functools.lru_cache(maxsize=1)
 def provider():
     """The plugin's provider for the upstream-flavoured reference build (bound by schema, like a real build)."""
-    from attn_sched_plugin.providers import provider_for
+    from attn_sched_plugin.providers import Provider
 
-    return provider_for(f"torch.ops.{NAMESPACE}")
+    return Provider(f"torch.ops.{NAMESPACE}", NAMESPACE)
 
 
 @functools.lru_cache(maxsize=1)
@@ -320,3 +321,20 @@ def vllm_provider():
     from attn_sched_plugin.providers import Provider
 
     return Provider(f"torch.ops.{VLLM_NAMESPACE}", VLLM_NAMESPACE, seqlen_k_from_call=True)
+
+
+def build():
+    """The upstream-flavoured reference build, called through ``flash_attn_with_kvcache``."""
+    from attn_sched_plugin.binding import KVCACHE
+    from attn_sched_plugin.providers import Build
+
+    return Build(provider(), KVCACHE)
+
+
+@functools.lru_cache(maxsize=1)
+def vllm_build():
+    """The vLLM-flavoured reference build, called through vLLM's ``flash_attn_varlen_func``."""
+    from attn_sched_plugin.binding import VARLEN
+    from attn_sched_plugin.providers import Build
+
+    return Build(vllm_provider(), VARLEN)

@@ -45,7 +45,7 @@ def fa3_on_cpu(sglang_backend, monkeypatch):
 
 @pytest.fixture
 def installed(fa3_on_cpu):
-    report = adapter.install(provider=ref.provider())
+    report = adapter.install(build=ref.build())
     assert report.active, report.reason
     yield report
     adapter.uninstall()
@@ -113,7 +113,7 @@ def test_captured_decode_shares_one_metadata_per_shape_and_step(fa3_on_cpu, draf
     ref.COUNTERS.clear()
     expected = _decode_step(fa3_on_cpu, draft_steps, topk)
     assert ref.COUNTERS["prepare"] == 4 * draft_steps and ref.COUNTERS["metadata"] == 0
-    report = adapter.install(provider=ref.provider())
+    report = adapter.install(build=ref.build())
     try:
         assert report.active
         _enter("capture")
@@ -199,7 +199,7 @@ def test_sglang_precompute_runs_in_eager_steps_only_in_replace_mode(fa3_on_cpu, 
         return "sglang's"
 
     monkeypatch.setattr(fa3_on_cpu.FlashAttentionBackend, "_compute_scheduler_metadata", sglang_precompute)
-    assert adapter.install(provider=ref.provider()).active
+    assert adapter.install(build=ref.build()).active
     try:
         precompute = fa3_on_cpu.FlashAttentionBackend._compute_scheduler_metadata
         results = {}
@@ -214,7 +214,7 @@ def test_sglang_precompute_runs_in_eager_steps_only_in_replace_mode(fa3_on_cpu, 
 
 def test_uninstall_restores_every_target(fa3_on_cpu):
     originals = {t: targets.resolve(t) for t in _all_targets()}
-    adapter.install(provider=ref.provider())
+    adapter.install(build=ref.build())
     _enter("capture")
     assert all(targets.resolve(t) is not originals[t] for t in originals if t != _era().fa3_entry)
     assert fa3_on_cpu.flash_attn_with_kvcache is not originals[_era().fa3_entry]

@@ -53,17 +53,17 @@ def sgl_kernel_on_cpu(fa3_on_cpu, monkeypatch):
 @pytest.fixture
 def plugin(sgl_kernel_on_cpu, monkeypatch):
     """Install with the switches given; yields the install function."""
-    from attn_sched_plugin.plugins import manager
+    from attn_sched_plugin.activation import PROCESS
 
-    if not manager().is_registered(adapter):  # as the entry point registers it (its engine counters)
-        manager().register(adapter)
+    if not PROCESS.hooks.manager.is_registered(adapter):  # as the entry point registers it (its engine counters)
+        PROCESS.hooks.manager.register(adapter)
 
     guard.reset()  # no sizes known from earlier tests: the size case is FA3's own refusal here
 
     def _install(**env):
         adapter.uninstall()
         monkeypatch.setattr(switches, "_current", switches.Switches(env))
-        assert adapter.install(provider=ref.provider()).active
+        assert adapter.install(build=ref.build()).active
     yield _install
     adapter.uninstall()
 

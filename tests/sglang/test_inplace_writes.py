@@ -47,7 +47,7 @@ def _two_calls(module, between) -> list[torch.Tensor]:
 def test_the_callback_after_a_capture_ends_the_step(fa3_on_cpu, monkeypatch):
     runtime.new_step()
     expected = _two_calls(fa3_on_cpu, lambda: None)
-    assert adapter.install(provider=ref.provider()).active
+    assert adapter.install(build=ref.build()).active
     try:
         _enter("capture")
         ours = fa3_on_cpu.flash_attn_with_kvcache

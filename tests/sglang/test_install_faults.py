@@ -16,7 +16,8 @@ pytestmark = pytest.mark.sglang
 from attn_sched_plugin import runtime, switches  # noqa: E402
 from attn_sched_plugin.adapters import sglang as adapter  # noqa: E402
 from attn_sched_plugin.adapters import sglang_targets as targets  # noqa: E402
-from attn_sched_plugin.providers import Provider  # noqa: E402
+from attn_sched_plugin.binding import KVCACHE  # noqa: E402
+from attn_sched_plugin.providers import Build, Provider  # noqa: E402
 from tests.reference import fa3_reference as ref  # noqa: E402
 from tests.sglang.test_backend_cpu import (  # noqa: E402,F401  (fixtures)
     B, D, H, HK, PAGE, PAGES_PER_SEQ, WINDOW, _backend, _enter, _era, _layer, _metadata, fa3_on_cpu)
@@ -59,19 +60,50 @@ def test_install_failing_at_the_second_hook_leaves_sglang_exactly_as_before(fa3_
         before = _sglang_state(fa3_on_cpu)
         monkeypatch.setattr(HookRegistry, "_apply_target", classmethod(failing))
         with caplog.at_level(logging.WARNING, logger="attn_sched_plugin"):
-            report = adapter.install(provider=ref.provider())
+            report = adapter.install(build=ref.build())
         monkeypatch.undo()
         assert calls[:2] == [first, first] and len(calls) == 3  # theirs, ours on the first target; then the second
         assert not report.active and "patching failed midway" in report.reason and "1 hook(s)" in report.reason
         assert _sglang_state(fa3_on_cpu) == before
         assert sum("patching failed midway" in r.getMessage() for r in caplog.records) == 1
-        assert adapter.patches() == [] and adapter._state.route is None
-        assert adapter.install(provider=ref.provider()).active  # a later install is whole
+        assert not adapter._state.patches and adapter._state.route is None
+        assert adapter.install(build=ref.build()).active  # a later install is whole
         adapter.uninstall()
     finally:
         HookRegistry._hooks[first][:] = [h for h in HookRegistry._hooks[first] if h[1] is not theirs]
         if not HookRegistry._hooks[first]:
             HookRegistry._hooks.pop(first)
+
+
+def test_uninstall_keeps_other_plugins_hooks_applied_early_and_what_was_wrapped_after_us(fa3_on_cpu):
+    """Uninstall undoes through the install's PatchSet: our layer goes, another plugin's hook that install applied
+    early stays applied (HookRegistry will not apply it again), and a method wrapped after us is left in place."""
+    from sglang.srt.plugins.hook_registry import HookRegistry, HookType
+
+    cls = fa3_on_cpu.FlashAttentionBackend
+    first, second = list(_era().callbacks)[:2]
+
+    def theirs(*args, **kwargs):  # another plugin's hook, registered but not yet applied by load_plugins
+        return None
+
+    target = f"{targets.BACKEND}.{first}"
+    originals = {name: cls.__dict__[name] for name in (first, second)}
+    HookRegistry._patched.discard(target)  # not yet applied by HookRegistry (an uninstall above leaves it marked)
+    HookRegistry.register(target, theirs, HookType.BEFORE)
+    try:
+        assert adapter.install(build=ref.build()).active
+        over_us = functools.wraps(cls.__dict__[second])(lambda *a, **k: None)
+        setattr(cls, second, over_us)  # another library wraps a method after us
+        adapter.uninstall()
+        assert cls.__dict__[second] is over_us
+        assert cls.__dict__[first] is not originals[first] and target in HookRegistry._patched
+        assert [h[1] for h in HookRegistry._hooks[target]] == [theirs]
+    finally:
+        for name, fn in originals.items():
+            setattr(cls, name, fn)
+        HookRegistry._hooks.pop(target, None)
+        HookRegistry._patched.discard(target)
+        HookRegistry._patched.discard(f"{targets.BACKEND}.{second}")
 
 
 @pytest.mark.parametrize("private", ["_hooks", "_patched", "_apply_target"])
@@ -80,7 +112,7 @@ def test_missing_hook_registry_private_declines_naming_it(fa3_on_cpu, monkeypatc
 
     before = _sglang_state(fa3_on_cpu)
     monkeypatch.delattr(HookRegistry, private)
-    report = adapter.install(provider=ref.provider())
+    report = adapter.install(build=ref.build())
     monkeypatch.undo()
     assert not report.active and private in report.reason and "nothing patched" in report.reason
     assert _sglang_state(fa3_on_cpu) == before
@@ -90,7 +122,7 @@ def test_propagate_patch_with_another_shape_declines(fa3_on_cpu, monkeypatch):
     from sglang.srt.plugins import hook_registry
 
     monkeypatch.setattr(hook_registry, "_propagate_patch", lambda original, wrapped: 0)
-    report = adapter.install(provider=ref.provider())
+    report = adapter.install(build=ref.build())
     assert not report.active and "_propagate_patch" in report.reason
 
 
@@ -144,7 +176,7 @@ def _run(module, expected, provider=None) -> dict:
 
 
 def test_replace_skips_sglang_precompute_when_our_route_serves(fa3_on_cpu, replace_mode, expected):
-    assert adapter.install(provider=ref.provider()).active
+    assert adapter.install(build=ref.build()).active
     try:
         _enter("capture")
         assert _run(fa3_on_cpu, expected) == {"metadata": 2, "prepare": 0}
@@ -154,7 +186,7 @@ def test_replace_skips_sglang_precompute_when_our_route_serves(fa3_on_cpu, repla
 
 def test_replace_keeps_sglang_precompute_when_another_plugin_rebound_fa3(fa3_on_cpu, replace_mode, expected,
                                                                           monkeypatch):
-    assert adapter.install(provider=ref.provider())
+    assert adapter.install(build=ref.build())
     try:
         _enter("capture")
         plain = adapter._state.route.plain
@@ -174,7 +206,7 @@ def test_replace_keeps_sglang_precompute_for_torch_compiled_batch_sizes(fa3_on_c
     monkeypatch.setattr(runtime_context.get_flags().capture, "enable_torch_compile", True)
     monkeypatch.setattr(runtime_context, "get_exec", lambda: SimpleNamespace(
         graph=SimpleNamespace(torch_compile_max_bs=max_bs)))
-    assert adapter.install(provider=ref.provider()).active
+    assert adapter.install(build=ref.build()).active
     try:
         _enter("capture")
         backend = _with_precompute(_backend(fa3_on_cpu, None, None))
@@ -188,7 +220,7 @@ def test_replace_keeps_sglang_precompute_for_torch_compiled_batch_sizes(fa3_on_c
 def test_replace_keeps_sglang_precompute_after_a_captured_step_passed_through(fa3_on_cpu, replace_mode, expected,
                                                                                caplog):
     unavailable = Provider("no-such-build", "attn_sched_no_such_build")
-    assert adapter.install(provider=unavailable).active
+    assert adapter.install(build=Build(unavailable, KVCACHE)).active
     try:
         _enter("capture")
         first = _run(fa3_on_cpu, expected)  # every call declines: this graph pays per layer
@@ -204,7 +236,7 @@ def test_replace_keeps_sglang_precompute_after_a_captured_step_passed_through(fa
 def test_replay_follows_the_capture_s_choice(fa3_on_cpu, replace_mode):
     """SGLang recomputes at replay only where the capture kept the precompute: replays always run it."""
     backend = _with_precompute(_backend(fa3_on_cpu, None, None))
-    assert adapter.install(provider=ref.provider()).active
+    assert adapter.install(build=ref.build()).active
     try:
         _enter("capture")
         seqlens, cu = torch.tensor([3, 5, 7], dtype=torch.int32), torch.arange(B + 1, dtype=torch.int32)

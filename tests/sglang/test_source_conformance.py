@@ -15,7 +15,7 @@ pytest.importorskip("sglang")
 pytestmark = pytest.mark.sglang
 
 from attn_sched_plugin.adapters import sglang_targets as targets  # noqa: E402
-from attn_sched_plugin.conventions import KVCACHE  # noqa: E402
+from attn_sched_plugin.binding import KVCACHE  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ def fa3(monkeypatch):
 @pytest.fixture
 def install(fa3, monkeypatch):
     """Install the adapter through the real activation path (metadata from the reference build)."""
-    monkeypatch.setattr(adapter, "fa3_provider", ref.vllm_provider)
+    monkeypatch.setattr(adapter, "fa3_build", ref.vllm_build)
 
     def _install():
         activation.uninstrument("vllm")

@@ -163,4 +163,4 @@ def test_live_max_below_the_table_span_is_exact(install, tmp_path):
         harness.run_step(model, harness.make_batch([1, 1], [6, 5], 3), CAPTURE)
         d = _delta(before)
         assert "fa3_rejected" not in d["passthrough"] and d["calls"] == 3, d
-    assert not adapter.native_inconsistencies()
+    assert not adapter._native

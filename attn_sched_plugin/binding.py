@@ -12,7 +12,8 @@ import inspect
 from operator import itemgetter
 from typing import Callable, Mapping, NamedTuple
 
-from .descriptor import OP_FIELDS, Decline
+from .descriptor import OP_FIELDS
+from .errors import Decline
 
 
 class Convention(NamedTuple):
