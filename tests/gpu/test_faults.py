@@ -9,7 +9,7 @@ import random
 import pytest
 import torch
 
-from attn_sched_plugin import errors, interceptor
+from attn_sched_plugin import errors
 
 from .cases import _fresh_caches
 from .test_exactness import SUITES

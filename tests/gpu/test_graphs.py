@@ -85,8 +85,6 @@ def test_engine_style_precompute_with_stale_parameters_is_what_we_avoid(vllm_bui
 
 def test_graph_replays_are_counted(vllm_build, record):
     """Issue 14: N replays of a captured step add N x what its capture avoided (layers - distinct shapes)."""
-    from attn_sched_plugin import graphs
-
     p = PRESETS["gpt-oss-120b-like"]._replace(layers=12)
     step = Step(p, vllm_build, 8, 1024, 1, torch.device("cuda"))
     activation.PROCESS.graphs.install()
