@@ -24,13 +24,11 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
-import threading
-from collections import Counter
 from typing import Callable
 
 import torch
 
-from . import once, runtime, switches
+from . import activation, once, runtime, switches
 from .binding import Binder
 from .descriptor import AttnSignature, parameters
 from .errors import Decline, is_rejection
@@ -53,14 +51,6 @@ FIELDS = ("window", "max_seqlen_k", "num_splits", "headdim_v", "has_softcap", "b
           "num_heads", "num_heads_k", "headdim", "qkv_dtype", "pack_gqa", "sm_margin", "page_size",
           "max_seqlen_k_new")
 _ENGINE_NAMES = {"num_heads_q": "num_heads", "num_heads_kv": "num_heads_k"}
-_MAX_ENTRIES = 256
-
-_lock = threading.Lock()
-# (data pointer, numel, version) of an engine metadata tensor -> (the tensor, pinned; its parameters)
-_records: dict[tuple, tuple[torch.Tensor, dict]] = {}
-_sizes: dict[tuple, int] = {}  # (provider name, signature, sizes) -> numel of this build's metadata
-_counts: Counter = Counter()  # (provider name, reason) -> calls whose engine metadata was replaced
-_logged: set[str] = set()  # reasons already logged (one line each; bounded by ISSUE_CLASSES and FIELDS)
 
 
 def enabled() -> bool:
@@ -118,20 +108,7 @@ def first_difference(engine: dict, call: dict) -> str | None:
     return next((name for name in FIELDS if engine[name] != call[name]), None)
 
 
-# --- records of the engine's own computations ------------------------------------------------------
-
-def _key(t: torch.Tensor) -> tuple:
-    # the record pins the tensor, so an equal pointer is the same memory; inference tensors have no
-    # version counter (engines never rewrite a fresh get_scheduler_metadata result in place)
-    return t.data_ptr(), t.numel(), None if t.is_inference() else t._version
-
-
-def _remember(table: dict, key, value) -> None:
-    with _lock:
-        if len(table) >= _MAX_ENTRIES:
-            table.clear()
-        table[key] = value
-
+# --- records of the engine's own computations (kept in ``activation.PROCESS.guard``) ----------------
 
 def recording(fn: Callable, armed: Callable[[], bool] = lambda: True) -> Callable:
     """``fn`` (an engine's ``get_scheduler_metadata``) recording, while ``armed()``, the parameters each
@@ -145,7 +122,7 @@ def recording(fn: Callable, armed: Callable[[], bool] = lambda: True) -> Callabl
             try:
                 bound = names.bind(*args, **kwargs)
                 bound.apply_defaults()
-                _remember(_records, _key(metadata), (metadata, engine_parameters(bound.arguments)))
+                activation.PROCESS.guard.record(metadata, engine_parameters(bound.arguments))
             except Exception as exc:  # an unreadable call is simply not recorded
                 _log_once(f"get_scheduler_metadata call not recorded ({type(exc).__name__}: {exc})")
         return metadata
@@ -162,9 +139,10 @@ def following(method: Callable) -> Callable:
         stored = method(self, metadata, *args, **kwargs)
         if stored is not metadata and isinstance(metadata, torch.Tensor) and isinstance(stored, torch.Tensor):
             try:
-                record = _records.get(_key(metadata))
-                if record is not None:
-                    _remember(_records, _key(stored), (stored, record[1]))
+                records = activation.PROCESS.guard
+                found = records.parameters_of(metadata)
+                if found is not None:
+                    records.record(stored, found)
             except Exception as exc:
                 _log_once(f"metadata copy not followed ({type(exc).__name__}: {exc})")
         return stored
@@ -174,7 +152,7 @@ def following(method: Callable) -> Callable:
 
 def note_size(provider: str, signature: tuple, sizes: tuple, numel: int) -> None:
     """This build's metadata for these parameters has ``numel`` entries (the interceptor computed it)."""
-    _remember(_sizes, (provider, signature, sizes), numel)
+    activation.PROCESS.guard.note_size((provider, signature, sizes), numel)
 
 
 # --- the check, per call carrying engine metadata ---------------------------------------------------
@@ -196,11 +174,12 @@ def mismatch(binder: Binder, provider, args: tuple, kwargs: dict) -> tuple | Non
         signature, sizes, _ = parameters(binder.fields(bare_args, bare_kwargs), provider.seqlen_k_from_call)
     except Decline:
         return None  # not derivable: nothing to prove against
-    expected = _sizes.get((provider.name, signature, sizes))
+    records = activation.PROCESS.guard
+    expected = records.size((provider.name, signature, sizes))
     if expected is not None and expected != metadata.numel():
         return "size", bare_args, bare_kwargs
-    record = _records.get(_key(metadata))
-    reason = None if record is None else first_difference(record[1], call_parameters(signature, sizes))
+    recorded = records.parameters_of(metadata)
+    reason = None if recorded is None else first_difference(recorded, call_parameters(signature, sizes))
     return None if reason is None else (reason, bare_args, bare_kwargs)
 
 
@@ -232,28 +211,14 @@ def guarded(fn: Callable, binder: Binder, provider, args: tuple, kwargs: dict, e
 # --- counters ---------------------------------------------------------------------------------------
 
 def _count(provider: str, reason: str, detail: str = "") -> None:
-    with _lock:
-        _counts[(provider, reason)] += 1
-    what = ISSUE_CLASSES.get(reason, f"metadata computed for another {reason}")
-    if reason not in _logged:
-        _logged.add(reason)
+    if activation.PROCESS.guard.count(provider, reason):
         log.warning("attn-sched: guard: %s%s; the call runs with exact metadata of FA3 build %s (or none)",
-                    what, detail, provider)
+                    ISSUE_CLASSES.get(reason, f"metadata computed for another {reason}"), detail, provider)
 
 
 def counts(provider: str) -> dict[str, int]:
     """Calls of ``provider``'s build whose engine metadata the guard replaced, as ``guard_<reason>``."""
-    with _lock:
-        return {f"guard_{reason}": n for (name, reason), n in _counts.items() if name == provider}
-
-
-def reset() -> None:
-    """Forget records, sizes and counts (tests)."""
-    with _lock:
-        _records.clear()
-        _sizes.clear()
-        _counts.clear()
-        _logged.clear()
+    return activation.PROCESS.guard.counts(provider)
 
 
 def _log_once(message: str) -> None:

@@ -2,7 +2,8 @@
 
 A message that varies per call (a tensor's address, a batch size) must not grow memory without
 end: past ``MAX_MESSAGES`` distinct messages one line says so, and later ones are not logged
-(the statistics still count every pass-through).
+(the statistics still count every pass-through). The set is the logger's, as process-wide as the
+``logging`` module itself, so it lives here rather than in ``process.Process``; ``reset`` is for tests.
 """
 
 from __future__ import annotations
@@ -17,6 +18,15 @@ _seen: set[str] = set()
 
 def warn(message: str) -> None:
     """Log ``attn-sched: message`` at WARNING the first time it is seen."""
+    _once(logging.WARNING, message)
+
+
+def error(message: str) -> None:
+    """Log ``attn-sched: message`` at ERROR the first time it is seen (a verified output differed)."""
+    _once(logging.ERROR, message)
+
+
+def _once(level: int, message: str) -> None:
     if message in _seen:
         return
     if len(_seen) >= MAX_MESSAGES:
@@ -26,7 +36,7 @@ def warn(message: str) -> None:
                         MAX_MESSAGES)
         return
     _seen.add(message)
-    log.warning("attn-sched: %s", message)
+    log.log(level, "attn-sched: %s", message)
 
 
 def reset() -> None:

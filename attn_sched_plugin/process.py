@@ -2,12 +2,14 @@
 
 Its parts: the hook manager, the per-thread steps, the captured graphs' counts, the statistics
 observer (registered here, on this process's hooks, and told of graph replays), the refusals FA3
-made of our metadata, and what ``instrument`` did per engine. Tests start over by building a new one.
+made of our metadata, what the guard learnt of the engine's own metadata, and what ``instrument``
+did per engine. Tests start over by building a new one.
 """
 
 from __future__ import annotations
 
 from .graphs import GraphCounts
+from .guard_records import GuardRecords
 from .hooks import Hooks
 from .observer import StatsObserver
 from .records import AdapterReport
@@ -29,6 +31,7 @@ class Process:
         self.hooks.manager.register(self.observer, name="attn_sched.stats")
         self.graphs.on_replay = self.observer.tick
         self.rejected: set[tuple] = set()
+        self.guard = GuardRecords()
         self.installed: dict[str, AdapterReport | None] = {}  # engine -> what ``instrument`` did
 
     def reject(self, key: tuple) -> None:

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import logging
-
 import torch
 
-log = logging.getLogger("attn_sched_plugin")
-_reported: set = set()
+from . import once
 
 
 def bitwise_equal(a, b) -> bool:
@@ -40,7 +37,5 @@ def verified_call(call, metadata, tally, signature) -> object:
     plain = call(None)
     if not bitwise_equal(expected, plain):
         tally.verify_mismatches += 1
-        if signature not in _reported:
-            _reported.add(signature)
-            log.error("attn-sched VERIFY: output with shared metadata differs from FA3's own for %s", signature)
+        once.error(f"VERIFY: output with shared metadata differs from FA3's own for {signature}")
     return plain

@@ -10,8 +10,8 @@
 #                                                     # manifest.json) -> /tmp/parts/NAME (SGLang: 3 calls)
 #   bash integration/gpu_plan.sh sglang [JOB:GPU...]  # after the last part is parked; default job sglang:any
 #   bash integration/gpu_plan.sh wait SECONDS         # follow the jobs for SECONDS, then pack
-#   bash integration/gpu_plan.sh estimate JOB         # here or there: the runner's --dry-run time estimate of a
-#                                                     # small-model job (vllm_small, sglang_small)
+#   bash integration/gpu_plan.sh estimate JOB         # here or there: the runner's --dry-run time estimate of an
+#                                                     # A/B job (vllm_small, sglang_small, vllm_gemma)
 # Sessions: 1st (nvidia-h200-x2) `vllm`, `sglang`; 2nd (nvidia-h200) `vllm bench_extend:0`, `park sglang-0.5.16`
 # twice, `park sglang-0.5.16 && sglang sglang_graphs:0`. What each job runs is below (the commands recorded
 # with the results).
@@ -22,7 +22,7 @@ VLLM=vllm-0.26.0
 SGLANG=sglang-0.5.16
 RUN="python3 -m integration.serve_ab run"
 VLLM_FA3=ATTN_SCHED_FA3_LIB=/tmp/engines/$VLLM/site/vllm/vllm_flash_attn/_vllm_fa3_C.abi3.so
-JOBS="vllm vllm_eager sglang bench_extend sglang_graphs vllm_small sglang_small"
+JOBS="vllm vllm_eager sglang bench_extend sglang_graphs vllm_small sglang_small vllm_gemma"
 # shortened seed-PR workloads (10-minute calls): a decode phase and a prefill phase per fresh server
 SHORT="--workloads decode-c4,prefill-c8 --override decode-c4:output=128,prompts=8 --override prefill-c8:output=16,prompts=8"
 mkdir -p "$PLAN"
@@ -84,6 +84,20 @@ VLLM_SMALL=(--engine vllm --env /tmp/engines/$VLLM/env.sh "${SMALL[@]}" --varian
   --extra-server-args "--max-cudagraph-capture-size 16 --max-num-seqs 16" --out $PLAN/vllm-small)
 SGLANG_SMALL=(--engine sglang --env /tmp/engines/$SGLANG/env.sh "${SMALL[@]}" --variants off,on-replace
   --extra-server-args "--cuda-graph-max-bs 16 --max-running-requests 16" --out $PLAN/sglang-small)
+
+# issue 24 (the GPU after the restructure) then issue 20 (vLLM, Gemma-3-12B-like): the exactness suites on
+# the engine's FA3 library and fa3-fwd (.gpu/fa3_fwd carried beside the part), host time per call, then
+# the A/B as the small model's (1 warm-up + 5 fresh servers per variant, alternating; dummy weights)
+VLLM_GEMMA=(--engine vllm --env /tmp/engines/$VLLM/env.sh --models gemma-3-like --repeats 5 --warmup 1
+  --workloads decode-c4 --override decode-c4:output=128,prompts=8 --profile-seconds 2 --variants off,on
+  --extra-server-args "--max-cudagraph-capture-size 16 --max-num-seqs 16" --out $PLAN/vllm-gemma)
+
+vllm_gemma_job() {
+  step vllm-exactness env $VLLM_FA3 OUT=$PLAN/vllm ATTN_SCHED_GPU_REQUIRED=0 ATTN_SCHED_GPU_CASES=5000 \
+    bash integration/gpu_run.sh exactness -k "not sgl_kernel"
+  step vllm-host env $VLLM_FA3 OUT=$PLAN/vllm bash integration/gpu_run.sh host --repeats 100 --loop 100
+  step vllm-gemma $RUN "${VLLM_GEMMA[@]}"
+}
 
 vllm_small_job() {
   step vllm-small $RUN "${VLLM_SMALL[@]}"
@@ -149,7 +163,9 @@ case "${1:-}" in
     case "${2:-}" in
       vllm_small) args=("${VLLM_SMALL[@]}") ;;
       sglang_small) args=("${SGLANG_SMALL[@]}") ;;
-      *) echo "gpu_plan.sh estimate: unknown job '${2:-}'; accepted: vllm_small, sglang_small" >&2; exit 2 ;;
+      vllm_gemma) args=("${VLLM_GEMMA[@]}") ;;
+      *) echo "gpu_plan.sh estimate: unknown job '${2:-}'; accepted: vllm_small, sglang_small, vllm_gemma" >&2
+         exit 2 ;;
     esac
     python3 -m integration.serve_ab run "${args[@]}" --dry-run | tail -n 1 ;;
   *) echo "gpu_plan.sh: unknown phase '${1:-}'; accepted: vllm, park NAME, sglang, wait SECONDS, estimate JOB" >&2

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from attn_sched_plugin import activation, guard, once, switches, verify
+from attn_sched_plugin import activation, once, switches
 from attn_sched_plugin.process import Process
 
 
@@ -18,5 +18,3 @@ def reset_plugin_state() -> None:
     switches.reload(env={})
     fresh_process()
     once.reset()
-    verify._reported.clear()
-    guard.reset()

@@ -10,7 +10,7 @@ import pytest
 import torch
 from core_calls import kvcache_call
 
-from attn_sched_plugin import guard, interceptor, runtime, switches
+from attn_sched_plugin import activation, guard, interceptor, runtime, switches
 from attn_sched_plugin.verify import bitwise_equal
 
 CALL = dict(b=2, s_q=1, page_size=4, pages_per_seq=4, causal=True)
@@ -126,7 +126,7 @@ def test_a_copy_into_a_persistent_buffer_keeps_its_record(ref, engine):
     assert bitwise_equal(fa(**call, scheduler_metadata=stored), ref.flash_attn_with_kvcache(**call))
     assert guard.counts(ref.provider().name) == {"guard_window": 1}
     Builder.buffer[0] += 1  # rewritten since: the record no longer describes it, so nothing is proven
-    assert guard._records.get(guard._key(stored)) is None
+    assert activation.PROCESS.guard.parameters_of(stored) is None
 
 
 def test_eager_entry_touches_only_calls_with_engine_metadata(ref, engine):
@@ -144,9 +144,9 @@ def test_recording_stops_when_disarmed_and_never_breaks_the_engine(ref):
     engine = guard.recording(ref.get_scheduler_metadata, lambda: armed[0])
     call = kvcache_call(**CALL)
     md = _engine_metadata(engine, call, window_size=(7, 0))
-    assert not guard._records
+    assert activation.PROCESS.guard.parameters_of(md) is None
     armed[0] = True
     md = _engine_metadata(engine, call, window_size=(7, 0))
-    assert guard._records[guard._key(md)][1]["window"][1]  # local
+    assert activation.PROCESS.guard.parameters_of(md)["window"][1]  # local
     broken = guard.recording(lambda *a, **k: "not a tensor")
     assert broken(1, 2) == "not a tensor"

@@ -54,11 +54,12 @@ def sgl_kernel_on_cpu(fa3_on_cpu, monkeypatch):
 def plugin(sgl_kernel_on_cpu, monkeypatch):
     """Install with the switches given; yields the install function."""
     from attn_sched_plugin.activation import PROCESS
+    from attn_sched_plugin.guard_records import GuardRecords
 
     if not PROCESS.hooks.manager.is_registered(adapter):  # as the entry point registers it (its engine counters)
         PROCESS.hooks.manager.register(adapter)
 
-    guard.reset()  # no sizes known from earlier tests: the size case is FA3's own refusal here
+    PROCESS.guard = GuardRecords()  # no sizes known from earlier tests: the size case is FA3's own refusal here
 
     def _install(**env):
         adapter.uninstall()
