@@ -3,7 +3,7 @@
 Per step (``trace.per_step``): count and GPU time of FA3 main, combine, prepare, memsets / fills and
 all other kernels; GPU busy (union of device intervals) and the step period; host time of the
 engine's step where its profiler records one; the host's period and busy time between CUDA-graph
-launches (both engines). Ranks of a server are averaged; records of an earlier
+launches (both engines); the GPU's span and busy time of one graph replay. Ranks of a server are averaged; records of an earlier
 runner (counts only) show the prepare column alone.
 """
 
@@ -33,12 +33,25 @@ def _server(rec: dict) -> dict | None:
     out["launch"] = ((statistics.fmean(x["period"] for x in launches), statistics.fmean(x["busy"] for x in launches))
                      if launches else None)
     out["launch_recorded"] = any("graph_launch_us" in x for x in ranks)  # runs before this field have none
+    replays = [x["graph_replay_us"] for x in ranks if x.get("graph_replay_us")]
+    out["replay"] = ((statistics.fmean(x["span"] for x in replays), statistics.fmean(x["busy"] for x in replays))
+                     if replays else None)
+    out["replay_recorded"] = any("graph_replay_us" in x for x in ranks)
     return out
+
+
+def _pair(per: list[dict], key: str, none: str) -> str:
+    """Medians of a (first, second) field over servers, or why there is none."""
+    pairs = [c[key] for c in per if c[key]]
+    if pairs:
+        return f"{statistics.median(a for a, _ in pairs):.0f} / {statistics.median(b for _, b in pairs):.0f}"
+    return none if any(c[f"{key}_recorded"] for c in per) else "not recorded (run older than the field)"
 
 
 def table(variants: list[str], by_variant: dict[str, list[dict]]) -> list[str]:
     head = ["Variant", "servers"] + [LABELS[k] for k in KINDS] + ["GPU busy us", "step period us", "host us / step",
-                                                    "host period / busy us between graph launches"]
+                                                    "host period / busy us between graph launches",
+                                                    "GPU span / busy us per graph replay"]
     rows = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
     for v in variants:
         per = [c for c in (_server(r) for r in by_variant[v]) if c]
@@ -50,9 +63,7 @@ def table(variants: list[str], by_variant: dict[str, list[dict]]) -> list[str]:
         cells += [f"{med('busy_us'):.0f}", f"{med('period_us'):.0f}"]
         hosts = [c["host_us"] for c in per if c["host_us"] is not None]
         cells.append(f"{statistics.median(hosts):.0f}" if hosts else "n/a (no per-step CPU annotation)")
-        launches = [c["launch"] for c in per if c["launch"]]
-        cells.append(f"{statistics.median(p for p, _ in launches):.0f} / {statistics.median(b for _, b in launches):.0f}"
-                     if launches else "n/a (no graph launches)" if any(c["launch_recorded"] for c in per)
-                     else "not recorded (run older than the field)")
+        cells.append(_pair(per, "launch", "n/a (no graph launches)"))
+        cells.append(_pair(per, "replay", "n/a (no replayed kernels)"))
         rows.append("| " + " | ".join(cells) + " |")
     return rows

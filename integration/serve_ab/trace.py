@@ -13,8 +13,10 @@ Both engines' traces also hold the CUDA runtime calls (SGLang's window records G
 which still includes them), so host time is also read engine-neutrally from the graph launches: a
 CUDA-graph decode step launches its graph once, the gap between two launches of the launching thread
 is the host's step period, and the gap less the time spent blocked in synchronising calls
-(``*Synchronize``, ``cudaMemcpy*``) is the host's busy time per step. Traces are not needed after
-this: the census is what is kept.
+(``*Synchronize``, ``cudaMemcpy*``) is the host's busy time per step. The device events of one graph
+replay carry its ``cudaGraphLaunch``'s correlation id: their span less their busy time is how long
+the GPU idled between the graph's own nodes (launch latency, dependency waits), time a removed node
+gives back beyond its kernel's duration. Traces are not needed after this: the census is what is kept.
 """
 
 from __future__ import annotations
@@ -81,7 +83,25 @@ def count(path: Path) -> dict:
             "gpu_us": {k: round(v, 3) for k, v in gpu_us.items()}, "busy_us": round(_busy(intervals), 3),
             "span_us": round(max(b for _, b in intervals) - min(a for a, _ in intervals), 3) if intervals else 0.0,
             "host_step_us": ({"median": statistics.median(host), "n": len(host)} if host else None),
-            "graph_launch_us": graph_launches(evs)}
+            "graph_launch_us": graph_launches(evs), "graph_replay_us": graph_replays(evs, device)}
+
+
+def graph_replays(evs: list[dict], device: list[dict]) -> dict | None:
+    """GPU span and busy time (us, medians) of one CUDA-graph replay; None without replayed device events."""
+    launches = {(ev.get("args") or {}).get("correlation") for ev in evs
+                if ev.get("cat") == "cuda_runtime" and GRAPH_LAUNCH in str(ev.get("name", ""))}
+    launches.discard(None)
+    replays: dict = {}
+    for ev in device:
+        correlation = (ev.get("args") or {}).get("correlation")
+        if correlation in launches:
+            ts = float(ev.get("ts", 0.0))
+            replays.setdefault(correlation, []).append((ts, ts + float(ev.get("dur", 0.0))))
+    if not replays:
+        return None
+    spans = [max(b for _, b in iv) - min(a for a, _ in iv) for iv in replays.values()]
+    return {"span": round(statistics.median(spans), 3),
+            "busy": round(statistics.median(_busy(iv) for iv in replays.values()), 3), "n": len(replays)}
 
 
 def graph_launches(evs: list[dict]) -> dict | None:

@@ -41,18 +41,20 @@ def test_cache_hit_and_sglang_lines():
         "fa3", 3.21, None, None)
 
 
-def _rec(host, launch=None):
+def _rec(host, launch=None, replay=None):
     per = {"count": {"fa3_main": 26.0, "combine": 26.0, "prepare": 2.0, "memset_fill": 3.0, "other": 200.0},
            "gpu_us": {"fa3_main": 300.0, "combine": 50.0, "prepare": 4.5, "memset_fill": 6.0, "other": 1300.0},
            "busy_us": 1650.0, "period_us": 4300.0}
     return {"profile": {"ranks": [{"per_step": per, "host_step_us": None if host is None else
-                                   {"median": host, "n": 500}, "graph_launch_us": launch}]}}
+                                   {"median": host, "n": 500}, "graph_launch_us": launch,
+                                   "graph_replay_us": replay}]}}
 
 
 def test_census_row_is_the_median_over_servers():
     launch = lambda p, b: {"period": p, "busy": b, "n": 400}  # noqa: E731
-    rows = census.table(["off", "on"], {"off": [_rec(3000.0, launch(2700.0, 1400.0)), _rec(3100.0),
+    replay = {"span": 1900.0, "busy": 1600.0, "n": 400}
+    rows = census.table(["off", "on"], {"off": [_rec(3000.0, launch(2700.0, 1400.0), replay), _rec(3100.0),
                                                 _rec(3500.0, launch(2900.0, 1500.0))], "on": [_rec(None)]})
     assert rows[2] == ("| off | 3 | 26.0 / 300.0 | 26.0 / 50.0 | 2.0 / 4.5 | 3.0 / 6.0 | 200.0 / 1300.0 | 1650 | 4300 "
-                       "| 3100 | 2800 / 1450 |")
-    assert rows[3].endswith("| n/a (no per-step CPU annotation) | n/a (no graph launches) |")
+                       "| 3100 | 2800 / 1450 | 1900 / 1600 |")
+    assert rows[3].endswith("| n/a (no per-step CPU annotation) | n/a (no graph launches) | n/a (no replayed kernels) |")

@@ -126,3 +126,19 @@ def test_host_time_between_graph_launches_excludes_blocking_calls(tmp_path):
     got = trace.count(write(tmp_path / "t.json", events))["graph_launch_us"]
     assert got == {"period": 100.0, "busy": 40.0, "n": 4}
     assert trace.count(write(tmp_path / "e.json", [kernel(MAIN)]))["graph_launch_us"] is None
+
+
+def test_a_graph_replays_gpu_span_and_busy_come_from_its_launchs_correlation(tmp_path):
+    """Two replays (correlation 5 and 6) of 3 nodes each: 10 us kernels with 2 and 4 us idle between
+    them; an eager kernel (correlation 9, a cudaLaunchKernel) and a replay's overlapping node."""
+    def node(ts, dur, correlation):
+        return dict(timed(MAIN, ts, dur), args={"correlation": correlation})
+
+    events = [dict(timed("cudaGraphLaunch", 0, 5.0, cat="cuda_runtime"), args={"correlation": 5}),
+              dict(timed("cudaGraphLaunch", 100, 5.0, cat="cuda_runtime"), args={"correlation": 6}),
+              dict(timed("cudaLaunchKernel", 200, 5.0, cat="cuda_runtime"), args={"correlation": 9}),
+              node(10, 10, 5), node(22, 10, 5), node(34, 10, 5), node(36, 2, 5),
+              node(110, 10, 6), node(124, 10, 6), node(138, 10, 6), node(210, 50, 9)]
+    got = trace.count(write(tmp_path / "t.json", events))["graph_replay_us"]
+    assert got == {"span": (34 + 38) / 2, "busy": 30.0, "n": 2}
+    assert trace.count(write(tmp_path / "e.json", [kernel(MAIN)]))["graph_replay_us"] is None
