@@ -85,21 +85,28 @@ VLLM_SMALL=(--engine vllm --env /tmp/engines/$VLLM/env.sh "${SMALL[@]}" --varian
 SGLANG_SMALL=(--engine sglang --env /tmp/engines/$SGLANG/env.sh "${SMALL[@]}" --variants off,on-replace
   --extra-server-args "--cuda-graph-max-bs 16 --max-running-requests 16" --out $PLAN/sglang-small)
 
-# issue 24 (the GPU after the restructure) then issue 20 (vLLM, Gemma-3-12B-like): the exactness suites on
-# the engine's FA3 library and fa3-fwd (.gpu/fa3_fwd carried beside the part), host time per call, then
-# the A/B as the small model's (1 warm-up + 5 fresh servers per variant, alternating; dummy weights)
+# Gemma-3-12B-like (issue 20) as the small model (1 warm-up + 5 fresh servers per variant, alternating;
+# dummy weights)
 VLLM_GEMMA=(--engine vllm --env /tmp/engines/$VLLM/env.sh --models gemma-3-like --repeats 5 --warmup 1
   --workloads decode-c4 --override decode-c4:output=128,prompts=8 --profile-seconds 2 --variants off,on
   --extra-server-args "--max-cudagraph-capture-size 16 --max-num-seqs 16" --out $PLAN/vllm-gemma)
 
+vllm_checks() {  # the exactness suites on the engine's FA3 library and fa3-fwd (.gpu/fa3_fwd carried beside
+  # the part), then host time per call (~2 min)
+  [ -f $PLAN/vllm/gpu-exactness.json ] ||
+    step vllm-exactness env $VLLM_FA3 OUT=$PLAN/vllm ATTN_SCHED_GPU_REQUIRED=0 ATTN_SCHED_GPU_CASES=5000 \
+      bash integration/gpu_run.sh exactness -k "not sgl_kernel"
+  [ -f $PLAN/vllm/host-overhead.json ] ||
+    step vllm-host env $VLLM_FA3 OUT=$PLAN/vllm bash integration/gpu_run.sh host --repeats 100 --loop 100
+}
+
 vllm_gemma_job() {
-  step vllm-exactness env $VLLM_FA3 OUT=$PLAN/vllm ATTN_SCHED_GPU_REQUIRED=0 ATTN_SCHED_GPU_CASES=5000 \
-    bash integration/gpu_run.sh exactness -k "not sgl_kernel"
-  step vllm-host env $VLLM_FA3 OUT=$PLAN/vllm bash integration/gpu_run.sh host --repeats 100 --loop 100
+  vllm_checks
   step vllm-gemma $RUN "${VLLM_GEMMA[@]}"
 }
 
 vllm_small_job() {
+  vllm_checks
   step vllm-small $RUN "${VLLM_SMALL[@]}"
 }
 
