@@ -76,9 +76,9 @@ sglang_graphs_job() {  # SGLang with CUDA graphs under capture-scoped routing, a
 }
 
 # issues 20/21: the host-bound small model with seeded weights (make_models.py --weights), CUDA graphs, 1 cold
-# warm-up server then 5 fresh servers per variant, alternating; a short decode workload, logprobs and a 2 s
+# warm-up server then 5 fresh servers per variant (REPEATS=N: N), alternating; a short decode workload, logprobs and a 2 s
 # profile window (kernel census, host time per step) on every server
-SMALL=(--models gemma-3-1b-like --repeats 5 --warmup 1 --workloads decode-c4 --override decode-c4:output=128,prompts=8
+SMALL=(--models gemma-3-1b-like --repeats "${REPEATS:-5}" --warmup 1 --workloads decode-c4 --override decode-c4:output=128,prompts=8
   --profile-seconds 2)
 VLLM_SMALL=(--engine vllm --env /tmp/engines/$VLLM/env.sh "${SMALL[@]}" --variants off,on
   --extra-server-args "--max-cudagraph-capture-size 16 --max-num-seqs 16" --out $PLAN/vllm-small)
