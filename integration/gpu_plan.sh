@@ -31,7 +31,8 @@ step() {  # step NAME COMMAND...: run, log, record the exit status, never stop t
   local name=$1; shift
   echo "== $(date +%T) $name: $*" >> "$PLAN/steps.log"
   (cd "$REPO" && "$@") > "$PLAN/$name.log" 2>&1
-  echo "== $(date +%T) $name: exit $?" >> "$PLAN/steps.log"
+  local rc=$?  # read before the line below: its $(date) would reset $? to 0
+  echo "== $(date +%T) $name: exit $rc" >> "$PLAN/steps.log"
 }
 
 # on nvidia-h200-x2 the jobs run side by side, one GPU each (CUDA_VISIBLE_DEVICES); the A/B of a job

@@ -2,17 +2,22 @@
 
 Off-vs-off pairs are the control: when they all agree, the engine is bitwise reproducible across
 fresh servers, and a plugin-on server that differs from them is a FAILURE. When the controls
-themselves differ (vLLM 0.26's fresh servers fall into two bitwise classes with the plugin off),
-each on server must still be bitwise identical to at least one off server: an on server equal to
-none of them is a FAILURE (the plugin would have to reproduce another server's numbers exactly to
-pass). With fewer than 2 off servers there is no verdict, and the report says so.
+themselves differ (vLLM 0.26's fresh servers fall into bitwise classes with the plugin off), an on
+server bitwise identical to an off server is consistent (the plugin would have to reproduce another
+server's numbers exactly); on servers equal to no off server are a FAILURE when they reproduce an
+off server less often than the off servers reproduce each other (one-sided Fisher exact test,
+p < 0.05), else there is no verdict: the engine's own spread hides any the plugin could add. With
+fewer than 2 off servers there is no verdict either, and the report says so.
 Records of an earlier runner carry greedy ids only; they are compared by ids, and say so.
 """
 
 from __future__ import annotations
 
 from . import greedy, logprobs
+from .stats import fisher_fewer
 from .variants import OFF
+
+ALPHA = 0.05
 
 
 def _pairs(recs: list[dict], refs: list[dict]) -> list[tuple[str, str, dict | None]]:
@@ -57,8 +62,29 @@ def _classes(offs: list[dict], controls: list) -> int:
     return len({root(i) for i in parent})
 
 
+def _classes_verdict(v: str, recs: list[dict], offs: list[dict], pairs: list, controls: list) -> str:
+    """The verdict on ``v`` when the off controls differ among themselves."""
+    matched = {a for a, _, d in pairs if not d}
+    alone = [r["id"] for r in recs if r["id"] not in matched]
+    k = _classes(offs, controls)
+    bad = sum(1 for p in pairs if p[2])
+    if not alone:
+        return (f"consistent: {v}: each of its {len(recs)} servers is bitwise identical to one of the {len(offs)} "
+                f"off servers, which form {k} bitwise classes among themselves (the engine's own difference across "
+                f"fresh servers): {bad} of {len(pairs)} pairs differ only as off servers differ from each other")
+    reproduced = {i for a, b, d in controls if not d for i in (a, b)}
+    on_rate, off_rate = (len(recs) - len(alone), len(recs)), (len(reproduced), len(offs))
+    p = fisher_fewer(on_rate[0], on_rate[1], off_rate[0], off_rate[1])
+    rates = (f"{on_rate[0]} of {on_rate[1]} {v} servers equal an off server, {off_rate[0]} of {off_rate[1]} off "
+             f"servers equal another (one-sided Fisher p = {p:.3g})")
+    if p < ALPHA:
+        return f"FAILURE: {v}: {', '.join(alone)} bitwise equal to none of the {len(offs)} off servers: {rates}"
+    return (f"no verdict: {v}: {', '.join(alone)} bitwise equal to none of the {len(offs)} off servers, which form "
+            f"{k} classes among themselves; {rates}: the engine's own difference across fresh servers is as large")
+
+
 def verdict(variants: list[str], by_variant: dict[str, list[dict]]) -> tuple[list[str], list[str]]:
-    """Table rows (variant | vs every off server) and the verdict lines (FAILURE, consistent, unexplained)."""
+    """Table rows (variant | vs every off server) and the verdict lines (FAILURE, consistent, no verdict, unexplained)."""
     offs = by_variant.get(OFF, [])
     rows, failures = ["| Variant | Logprobs vs every `off` server (bitwise) |", "|---|---|"], []
     if any(r.get("logprobs") is None for v in variants for r in by_variant[v]):
@@ -80,14 +106,5 @@ def verdict(variants: list[str], by_variant: dict[str, list[dict]]) -> tuple[lis
                 failures.append(f"unexplained: {v} differs from off in {len(bad)} of {len(pairs)} pairs, but there "
                                 "are fewer than 2 off servers: no verdict on the plugin")
             else:
-                matched = {a for a, _, d in pairs if not d}
-                alone = [r["id"] for r in by_variant[v] if r["id"] not in matched]
-                k = _classes(offs, controls)
-                failures.append(
-                    f"FAILURE: {v}: {', '.join(alone)} bitwise equal to none of the {len(offs)} off servers (which "
-                    f"form {k} classes among themselves)" if alone else
-                    f"consistent: {v}: each of its {len(by_variant[v])} servers is bitwise identical to one of the "
-                    f"{len(offs)} off servers, which form {k} bitwise classes among themselves (the engine's own "
-                    f"difference across fresh servers): {len(bad)} of {len(pairs)} pairs differ only as off servers "
-                    "differ from each other")
+                failures.append(_classes_verdict(v, by_variant[v], offs, pairs, controls))
     return rows, failures

@@ -69,3 +69,12 @@ def verdict(s: dict, higher_is_better: bool) -> str:
         return f"no difference within ±{max(abs(lo), abs(hi)):.1f}% {ci}"
     better = (lo > 0) == higher_is_better
     return f"{'gain' if better else 'slower'} {abs(s['delta_pct']):.1f}% {ci}"
+
+
+def fisher_fewer(a: int, n: int, b: int, m: int) -> float:
+    """One-sided Fisher exact p: the chance that ``n`` servers drawn from all ``n + m`` hold ``a`` or fewer
+    of the ``a + b`` successes (``a`` of ``n`` against ``b`` of ``m``)."""
+    total, successes = n + m, a + b
+    return sum(math.comb(successes, k) * math.comb(total - successes, n - k)
+               for k in range(max(0, n - (total - successes)), a + 1)) / math.comb(total, n)
+

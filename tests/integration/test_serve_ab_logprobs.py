@@ -100,8 +100,19 @@ def test_verdict_with_disagreeing_controls_needs_each_on_server_in_an_off_class(
                         "servers): 3 of 6 pairs differ only as off servers differ from each other"]
     rows, failures = exactness.verdict(["off", "on"], {"off": offs, "on": [_rec("a-on", "on", one),
                                                                            _rec("b-on", "on", _shifted(2e-3))]})
-    assert failures == ["FAILURE: on: b-on bitwise equal to none of the 3 off servers (which form 2 classes among "
-                        "themselves)"]
+    assert failures == ["no verdict: on: b-on bitwise equal to none of the 3 off servers, which form 2 classes among "
+                        "themselves; 1 of 2 on servers equal an off server, 2 of 3 off servers equal another "
+                        "(one-sided Fisher p = 0.7): the engine's own difference across fresh servers is as large"]
+
+
+def test_verdict_on_servers_reproducing_off_ones_less_often_than_off_ones_do_is_a_failure():
+    """4 of 5 off servers are one class, the fifth its own; 5 on servers each new: p = C(6,5)/C(10,5)."""
+    offs = [_rec(f"{i}-off", "off", _record()) for i in "abcd"] + [_rec("e-off", "off", _shifted(1e-3))]
+    ons = [_rec(f"{i}-on", "on", _shifted(2e-3 * (n + 1))) for n, i in enumerate("abcde")]
+    _, failures = exactness.verdict(["off", "on"], {"off": offs, "on": ons})
+    assert failures == ["FAILURE: on: a-on, b-on, c-on, d-on, e-on bitwise equal to none of the 5 off servers: "
+                        "0 of 5 on servers equal an off server, 4 of 5 off servers equal another (one-sided Fisher "
+                        f"p = {6 / 252:.3g})"]
 
 
 def test_verdict_with_one_off_server_blames_nobody():
