@@ -111,6 +111,39 @@ def real_engine_tables() -> list[str]:
             .replace("# Serving A/B", "#### Serving A/B", 1).strip() for name in REAL_ENGINES]
 
 
+# the README's headline rows: plan -> the case it measured (its numbers come from the plan)
+HEADLINE = {"vllm-small": "vLLM 0.26, gemma-3-1b-like (host-bound), CUDA graphs",
+            "vllm-small-after-restructure": "the same after the restructure, another machine (cut by device time)",
+            "sglang-small": "SGLang 0.5.16, gemma-3-1b-like, CUDA graphs",
+            "vllm-gemma-graphs": "vLLM 0.26, Gemma-3-12B-like (40 sliding : 8 full), CUDA graphs",
+            "sglang-gemma-graphs": "SGLang 0.5.16, Gemma-3-12B-like, CUDA graphs",
+            "vllm-eager": "vLLM 0.26, Qwen3-32B TP4 rank, `--enforce-eager`",
+            "sglang-eager": "SGLang 0.5.16, Qwen3-32B TP4 rank, `--disable-cuda-graph`"}
+README = RESULTS.parents[1] / "README.md"
+HEAD_START, HEAD_END = "<!-- headline:start -->", "<!-- headline:end -->"
+
+
+def headline() -> str:
+    from integration.serve_ab.results import State
+    from integration.serve_ab.table import headline as rows
+
+    lines = ["| case | servers off / on | prepare launches per decode step, off → on | decode TPOT, on vs off "
+             "(95% CI) | logprobs vs every off server, bitwise (off controls) |", "|---|---|---|---|---|"]
+    for name, case in HEADLINE.items():
+        for r in rows(State.load(RESULTS / "real-engines" / name)):
+            prepare = " → ".join("-" if x is None else f"{x:g}" for x in r["prepare"])
+            logprobs = r["logprobs"] if r["logprobs"] == r["control"] else f"{r['logprobs']} ({r['control']})"
+            lines.append(f"| {case} ({r['variant']}) | {r['n'][0]} / {r['n'][1]} | {prepare} | {r['tpot']} | "
+                         f"{logprobs} |")
+    return "\n".join(lines)
+
+
+def _replace(path: Path, start: str, end: str, block: str) -> None:
+    text = path.read_text()
+    head, rest = text.split(start, 1)
+    path.write_text(f"{head}{start}\n{block}\n{end}{rest.split(end, 1)[1]}")
+
+
 def render() -> str:
     return "\n\n".join([*real_engine_tables(), *(exactness_table(n) for n in EXACTNESS), *(host_table(n) for n in HOST),
                          *(bench_table(n) for n in FILES)])
@@ -123,10 +156,8 @@ def main() -> int:
     if not args.update:
         print(render())
         return 0
-    text = RESULTS_MD.read_text()
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    RESULTS_MD.write_text(f"{head}{START}\n{render()}\n{END}{tail}")
+    _replace(RESULTS_MD, START, END, render())
+    _replace(README, HEAD_START, HEAD_END, headline())
     return 0
 
 

@@ -85,13 +85,19 @@ def _metric_table(plan, by_variant: dict[str, list[dict]]) -> list[str]:
     return rows
 
 
-def _prepare_cell(recs: list[dict]) -> str:
+def _prepare_values(recs: list[dict]) -> tuple[list[float], list[float]]:
+    """Prepare launches per decode step and the steps seen, per server (ranks averaged)."""
     values, steps = [], []
     for r in recs:
         ranks = [x for x in r["profile"]["ranks"] if x["prepare_per_step"] is not None]
         if ranks:
             values.append(statistics.fmean(x["prepare_per_step"] for x in ranks))
             steps.append(min(x["steps"] for x in ranks))
+    return values, steps
+
+
+def _prepare_cell(recs: list[dict]) -> str:
+    values, steps = _prepare_values(recs)
     if not values:
         return "n/a (no FA3 kernels in the traces)" if recs else "-"
     lo, hi = min(values), max(values)
@@ -123,6 +129,25 @@ def _checks_table(plan, by_variant: dict[str, list[dict]]) -> list[str]:
             v, _prepare_cell(recs), " / ".join(activations) or "-",
             _range_cell([s["launches_avoided"] if s else None for s in summaries]), passed_cell,
             _range_cell([s["replays"] if s else None for s in summaries])]) + " |")
+    return rows
+
+
+def headline(state: State) -> list[dict]:
+    """One row per model and plugin-on variant for the README: servers per variant, prepare launches per
+    decode step (medians), the first workload's TPOT delta and the logprob verdict."""
+    plan, rows = state.plan, []
+    for model in plan.models:
+        by_variant = _ok(state, model)
+        lines, verdicts = exactness.verdict(plan.variants, by_variant)
+        cells = {v: row[2:-2].split(" | ", 1)[1].split(";")[0] for v, row in zip(plan.variants, lines[2:])}
+        for v in (v for v in plan.variants if v != OFF):
+            prepare = [_prepare_values(by_variant[x])[0] for x in (OFF, v)]
+            tpot = [[r["bench"][plan.workloads[0].name]["mean_tpot_ms"] for r in by_variant[x]] for x in (OFF, v)]
+            said = [line.split(":", 1)[0] for line in verdicts if line.split(": ", 2)[1:2] == [v]]
+            rows.append({"model": model, "variant": v, "n": (len(by_variant[OFF]), len(by_variant[v])),
+                         "prepare": tuple(statistics.median(x) if x else None for x in prepare),
+                         "tpot": delta_cell("mean_tpot_ms", *tpot), "workload": plan.workloads[0].label(),
+                         "logprobs": f"{said[0]}: {cells[v]}" if said else cells[v], "control": cells[OFF]})
     return rows
 
 

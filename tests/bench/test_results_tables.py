@@ -11,6 +11,13 @@ def test_results_tables_match_results():
     assert block.strip() == tables["render"]().strip()
 
 
+def test_readme_headline_is_generated_from_the_plans():
+    tables = runpy.run_path(str(Path(__file__).parents[2] / "benchmarks" / "tables.py"))
+    block = tables["README"].read_text().split(tables["HEAD_START"], 1)[1].split(tables["HEAD_END"], 1)[0]
+    assert block.strip() == tables["headline"]().strip()
+    assert block.count("\n| ") == sum(1 for _ in tables["HEADLINE"]) + 1  # every plan has its row (one on-variant each)
+
+
 def test_each_plans_table_md_is_its_report():
     """A plan's committed table.md is what the current report prints from its results (regenerate with
     ``python3 -m integration.serve_ab report --out DIR > DIR/table.md``)."""
