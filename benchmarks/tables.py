@@ -69,8 +69,6 @@ EXACTNESS = {
                                       "ATTN_SCHED_GPU_CASES=5000 bash integration/gpu_run.sh exactness -k sgl_kernel "
                                       "(sglang-kernel 0.4.5; integration/gpu_plan.sh sglang_small)",
 }
-# real-engine A/B plans (integration/serve_ab), rendered by its own report
-REAL_ENGINES = ("vllm-small", "vllm-small-after-restructure", "sglang-small", "vllm-gemma-graphs", "sglang-gemma-graphs", "vllm-eager", "sglang-eager")
 
 
 def exactness_table(name: str) -> str:
@@ -103,6 +101,18 @@ def host_table(name: str) -> str:
     return "\n".join(lines)
 
 
+# real-engine A/B plans (integration/serve_ab), rendered by its own report, each a README headline row:
+# plan -> the case it measured (its numbers come from the plan)
+HEADLINE = {"vllm-small": "vLLM 0.26, gemma-3-1b-like (host-bound), CUDA graphs",
+            "vllm-small-after-restructure": "the same after the restructure, another machine (cut by device time)",
+            "sglang-small": "SGLang 0.5.16, gemma-3-1b-like, CUDA graphs",
+            "vllm-gemma-graphs": "vLLM 0.26, Gemma-3-12B-like (40 sliding : 8 full), CUDA graphs",
+            "sglang-gemma-graphs": "SGLang 0.5.16, Gemma-3-12B-like, CUDA graphs",
+            "vllm-eager": "vLLM 0.26, Qwen3-32B TP4 rank, `--enforce-eager`",
+            "sglang-eager": "SGLang 0.5.16, Qwen3-32B TP4 rank, `--disable-cuda-graph`"}
+REAL_ENGINES = tuple(HEADLINE)
+
+
 def real_engine_tables() -> list[str]:
     from integration.serve_ab.results import State
     from integration.serve_ab.table import report
@@ -111,14 +121,6 @@ def real_engine_tables() -> list[str]:
             .replace("# Serving A/B", "#### Serving A/B", 1).strip() for name in REAL_ENGINES]
 
 
-# the README's headline rows: plan -> the case it measured (its numbers come from the plan)
-HEADLINE = {"vllm-small": "vLLM 0.26, gemma-3-1b-like (host-bound), CUDA graphs",
-            "vllm-small-after-restructure": "the same after the restructure, another machine (cut by device time)",
-            "sglang-small": "SGLang 0.5.16, gemma-3-1b-like, CUDA graphs",
-            "vllm-gemma-graphs": "vLLM 0.26, Gemma-3-12B-like (40 sliding : 8 full), CUDA graphs",
-            "sglang-gemma-graphs": "SGLang 0.5.16, Gemma-3-12B-like, CUDA graphs",
-            "vllm-eager": "vLLM 0.26, Qwen3-32B TP4 rank, `--enforce-eager`",
-            "sglang-eager": "SGLang 0.5.16, Qwen3-32B TP4 rank, `--disable-cuda-graph`"}
 README = RESULTS.parents[1] / "README.md"
 HEAD_START, HEAD_END = "<!-- headline:start -->", "<!-- headline:end -->"
 

@@ -13,6 +13,8 @@ Records of an earlier runner carry greedy ids only; they are compared by ids, an
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from . import greedy, logprobs
 from .stats import fisher_fewer
 from .variants import OFF
@@ -25,11 +27,15 @@ def _pairs(recs: list[dict], refs: list[dict]) -> list[tuple[str, str, dict | No
             for r in recs for ref in refs if ref["id"] != r["id"]]
 
 
-def _cell(pairs: list) -> str:
+def _identical(pairs: list) -> str:
     if not pairs:
         return "- (no pair)"
+    return f"{sum(1 for p in pairs if not p[2])} of {len(pairs)} pairs identical"
+
+
+def _cell(pairs: list) -> str:
     bad = [(a, b, d) for a, b, d in pairs if d]
-    text = f"{len(pairs) - len(bad)} of {len(pairs)} pairs identical"
+    text = _identical(pairs)
     if bad:
         a, b, d = max(bad, key=lambda x: x[2]["max_abs_diff"] or 0)
         text += (f"; worst {a} vs {b}: first at {d['first']}, differing positions {d['positions']}, "
@@ -83,28 +89,49 @@ def _classes_verdict(v: str, recs: list[dict], offs: list[dict], pairs: list, co
             f"{k} classes among themselves; {rates}: the engine's own difference across fresh servers is as large")
 
 
-def verdict(variants: list[str], by_variant: dict[str, list[dict]]) -> tuple[list[str], list[str]]:
-    """Table rows (variant | vs every off server) and the verdict lines (FAILURE, consistent, no verdict, unexplained)."""
+def _ids_only(variants: list[str], by_variant: dict[str, list[dict]]) -> bool:
+    """Records of an earlier runner: greedy ids, no logprobs."""
+    return any(r.get("logprobs") is None for v in variants for r in by_variant[v])
+
+
+class Judgement(NamedTuple):
+    cell: str  # the table's text: pairs identical, the worst pair
+    identical: str  # "k of n pairs identical" (greedy records: the same as ``cell``)
+    line: str | None  # the verdict line (FAILURE, consistent, no verdict, unexplained), if any
+
+
+def judge(variants: list[str], by_variant: dict[str, list[dict]]) -> dict[str, Judgement]:
+    """Each variant's logprobs against every off server (the off variant: the off-vs-off controls)."""
     offs = by_variant.get(OFF, [])
-    rows, failures = ["| Variant | Logprobs vs every `off` server (bitwise) |", "|---|---|"], []
-    if any(r.get("logprobs") is None for v in variants for r in by_variant[v]):
+    if _ids_only(variants, by_variant):
         pool = offs or [r for v in variants for r in by_variant[v]]
-        return rows + [f"| {v} | {_greedy_cell(pool[0] if pool else None, by_variant[v])} |" for v in variants], []
+        cells = {v: _greedy_cell(pool[0] if pool else None, by_variant[v]) for v in variants}
+        return {v: Judgement(c, c, None) for v, c in cells.items()}
     controls = _pairs(offs, offs)
     controls = [p for p in controls if p[0] > p[1]]  # each unordered pair once
     controls_agree = bool(controls) and not any(d for _, _, d in controls)
+    out = {}
     for v in variants:
         pairs = controls if v == OFF else _pairs(by_variant[v], offs)
-        rows.append(f"| {v}{' (control)' if v == OFF else ''} | {_cell(pairs)} |")
         bad = [p for p in pairs if p[2]]
+        line = None
         if v != OFF and bad:
             if controls_agree:
-                failures.append(f"FAILURE: {v}: {len(bad)} of {len(pairs)} pairs differ while the {len(controls)} "
-                                f"off-vs-off pairs are identical (first: {bad[0][0]} vs {bad[0][1]} at "
-                                f"{bad[0][2]['first']})")
+                line = (f"FAILURE: {v}: {len(bad)} of {len(pairs)} pairs differ while the {len(controls)} "
+                        f"off-vs-off pairs are identical (first: {bad[0][0]} vs {bad[0][1]} at {bad[0][2]['first']})")
             elif len(offs) < 2:
-                failures.append(f"unexplained: {v} differs from off in {len(bad)} of {len(pairs)} pairs, but there "
-                                "are fewer than 2 off servers: no verdict on the plugin")
+                line = (f"unexplained: {v} differs from off in {len(bad)} of {len(pairs)} pairs, but there are "
+                        "fewer than 2 off servers: no verdict on the plugin")
             else:
-                failures.append(_classes_verdict(v, by_variant[v], offs, pairs, controls))
-    return rows, failures
+                line = _classes_verdict(v, by_variant[v], offs, pairs, controls)
+        out[v] = Judgement(_cell(pairs), _identical(pairs), line)
+    return out
+
+
+def verdict(variants: list[str], by_variant: dict[str, list[dict]]) -> tuple[list[str], list[str]]:
+    """Table rows (variant | vs every off server) and the verdict lines (FAILURE, consistent, no verdict, unexplained)."""
+    judged = judge(variants, by_variant)
+    rows = ["| Variant | Logprobs vs every `off` server (bitwise) |", "|---|---|"]
+    control = "" if _ids_only(variants, by_variant) else " (control)"
+    rows += [f"| {v}{control if v == OFF else ''} | {judged[v].cell} |" for v in variants]
+    return rows, [j.line for j in judged.values() if j.line]

@@ -138,16 +138,16 @@ def headline(state: State) -> list[dict]:
     plan, rows = state.plan, []
     for model in plan.models:
         by_variant = _ok(state, model)
-        lines, verdicts = exactness.verdict(plan.variants, by_variant)
-        cells = {v: row[2:-2].split(" | ", 1)[1].split(";")[0] for v, row in zip(plan.variants, lines[2:])}
+        judged = exactness.judge(plan.variants, by_variant)
         for v in (v for v in plan.variants if v != OFF):
             prepare = [_prepare_values(by_variant[x])[0] for x in (OFF, v)]
             tpot = [[r["bench"][plan.workloads[0].name]["mean_tpot_ms"] for r in by_variant[x]] for x in (OFF, v)]
-            said = [line.split(":", 1)[0] for line in verdicts if line.split(": ", 2)[1:2] == [v]]
+            line, identical = judged[v].line, judged[v].identical
             rows.append({"model": model, "variant": v, "n": (len(by_variant[OFF]), len(by_variant[v])),
                          "prepare": tuple(statistics.median(x) if x else None for x in prepare),
                          "tpot": delta_cell("mean_tpot_ms", *tpot), "workload": plan.workloads[0].label(),
-                         "logprobs": f"{said[0]}: {cells[v]}" if said else cells[v], "control": cells[OFF]})
+                         "logprobs": f"{line.split(':', 1)[0]}: {identical}" if line else identical,
+                         "control": judged[OFF].identical})
     return rows
 
 
