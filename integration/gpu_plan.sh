@@ -11,7 +11,7 @@
 #   bash integration/gpu_plan.sh sglang [JOB:GPU...]  # after the last part is parked; default job sglang:any
 #   bash integration/gpu_plan.sh wait SECONDS         # follow the jobs for SECONDS, then pack
 #   bash integration/gpu_plan.sh estimate JOB         # here or there: the runner's --dry-run time estimate of an
-#                                                     # A/B job (vllm_small, sglang_small, vllm_gemma)
+#                                                     # A/B job (vllm_small, sglang_small, vllm_gemma, sglang_eagle)
 # Sessions: 1st (nvidia-h200-x2) `vllm`, `sglang`; 2nd (nvidia-h200) `vllm bench_extend:0`, `park sglang-0.5.16`
 # twice, `park sglang-0.5.16 && sglang sglang_graphs:0`. What each job runs is below (the commands recorded
 # with the results).
@@ -22,7 +22,7 @@ VLLM=vllm-0.26.0
 SGLANG=sglang-0.5.16
 RUN="python3 -m integration.serve_ab run"
 VLLM_FA3=ATTN_SCHED_FA3_LIB=/tmp/engines/$VLLM/site/vllm/vllm_flash_attn/_vllm_fa3_C.abi3.so
-JOBS="vllm vllm_eager sglang bench_extend sglang_graphs vllm_small sglang_small vllm_gemma"
+JOBS="vllm vllm_eager sglang bench_extend sglang_graphs vllm_small sglang_small vllm_gemma sglang_eagle"
 # shortened seed-PR workloads (10-minute calls): a decode phase and a prefill phase per fresh server
 SHORT="--workloads decode-c4,prefill-c8 --override decode-c4:output=128,prompts=8 --override prefill-c8:output=16,prompts=8"
 mkdir -p "$PLAN"
@@ -92,6 +92,13 @@ VLLM_GEMMA=(--engine vllm --env /tmp/engines/$VLLM/env.sh --models gemma-3-like 
   --workloads decode-c4 --override decode-c4:output=128,prompts=8 --profile-seconds 2 --variants off,on
   --extra-server-args "--max-cudagraph-capture-size 16 --max-num-seqs 16" --out $PLAN/vllm-gemma)
 
+# SGLang's speculative path (issue 20): Qwen3-32B TP4 rank + an EAGLE3 draft (topk 1, 3 steps, 4 draft tokens),
+# CUDA graphs, so target verify and draft decode run with the plugin in a real engine; 1 warm-up + REPEATS (5)
+# fresh servers per variant, alternating; dummy weights
+SGLANG_EAGLE=(--engine sglang --env /tmp/engines/$SGLANG/env.sh --models qwen3-32b-tp4-rank+eagle3 --repeats "${REPEATS:-5}"
+  --warmup 1 --workloads decode-c4 --override decode-c4:output=128,prompts=8 --profile-seconds 2
+  --variants off,on-replace --extra-server-args "--cuda-graph-max-bs 16 --max-running-requests 16" --out $PLAN/sglang-eagle)
+
 vllm_checks() {  # the exactness suites on the engine's FA3 library and fa3-fwd (.gpu/fa3_fwd carried beside
   # the part), then host time per call (~2 min)
   [ -f $PLAN/vllm/gpu-exactness.json ] ||
@@ -111,11 +118,20 @@ vllm_small_job() {
   step vllm-small $RUN "${VLLM_SMALL[@]}"
 }
 
-sglang_small_job() {  # sgl_kernel's exactness suite and the guard's GPU test first (~1 min), then the A/B
+sglang_small_job() {  # the checks first, then the A/B
+  sglang_checks
+  step sglang-small $RUN "${SGLANG_SMALL[@]}"
+}
+
+sglang_checks() {  # sgl_kernel's exactness suite and the guard's GPU test (~15 s)
   [ -f $PLAN/sglang/gpu-exactness.json ] ||
     step sglang-exactness env OUT=$PLAN/sglang SGLANG_SITE=/tmp/engines/$SGLANG/site ATTN_SCHED_GPU_REQUIRED=0 \
       ATTN_SCHED_GPU_CASES=5000 bash integration/gpu_run.sh exactness -k sgl_kernel
-  step sglang-small $RUN "${SGLANG_SMALL[@]}"
+}
+
+sglang_eagle_job() {
+  sglang_checks
+  step sglang-eagle $RUN "${SGLANG_EAGLE[@]}"
 }
 
 start() {  # start NAME GPU: run NAME_job detached on that GPU, from the copy of the checkout
@@ -172,7 +188,8 @@ case "${1:-}" in
       vllm_small) args=("${VLLM_SMALL[@]}") ;;
       sglang_small) args=("${SGLANG_SMALL[@]}") ;;
       vllm_gemma) args=("${VLLM_GEMMA[@]}") ;;
-      *) echo "gpu_plan.sh estimate: unknown job '${2:-}'; accepted: vllm_small, sglang_small, vllm_gemma" >&2
+      sglang_eagle) args=("${SGLANG_EAGLE[@]}") ;;
+      *) echo "gpu_plan.sh estimate: unknown job '${2:-}'; accepted: vllm_small, sglang_small, vllm_gemma, sglang_eagle" >&2
          exit 2 ;;
     esac
     python3 -m integration.serve_ab run "${args[@]}" --dry-run | tail -n 1 ;;
