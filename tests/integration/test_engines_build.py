@@ -184,3 +184,13 @@ def test_keep_arch_refuses_bytes_it_does_not_understand(cuda_lib):
     cuda_lib.write_bytes(bytes(data))
     with pytest.raises(SystemExit, match="unexpected bytes"):
         fatbin.keep_arch(cuda_lib, 90)
+
+
+def test_sglang_builds_pin_the_deep_gemm_their_engine_requires():
+    """SGLang's speculative worker imports ``dsa_backend`` -> ``deep_gemm`` while capturing its CUDA graphs
+    (0.5.16 ``eagle_worker_v2._capture_cuda_graphs``), whatever the attention backend: without it every
+    EAGLE3 server died before it was healthy. The pins are those of the engines' own Requires-Dist."""
+    required = {"sglang-0.5.16": "sgl-deep-gemm==0.1.4.post1", "sglang-0.5.17": "sgl-deep-gemm==0.1.5.post1"}
+    for name, pin in required.items():
+        lines = (ENGINES / "requirements" / f"{name}.txt").read_text().splitlines()
+        assert pin in lines, f"{name}: {pin} missing"
