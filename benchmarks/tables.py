@@ -68,6 +68,10 @@ EXACTNESS = {
     "gpu-exactness-sgl-kernel-guard": "SGLANG_SITE=/tmp/engines/sglang-0.5.16/site ATTN_SCHED_GPU_REQUIRED=0 "
                                       "ATTN_SCHED_GPU_CASES=5000 bash integration/gpu_run.sh exactness -k sgl_kernel "
                                       "(sglang-kernel 0.4.5; integration/gpu_plan.sh sglang_small)",
+    "gpu-exactness-sgl-kernel-after-restructure": "SGLANG_SITE=/tmp/engines/sglang-0.5.16/site ATTN_SCHED_GPU_REQUIRED=0 "
+                                                  "ATTN_SCHED_GPU_CASES=5000 bash integration/gpu_run.sh exactness -k "
+                                                  "sgl_kernel (sglang-kernel 0.4.5; integration/gpu_plan.sh sglang_eagle, "
+                                                  "checkout df17452)",
 }
 
 
@@ -106,6 +110,7 @@ def host_table(name: str) -> str:
 HEADLINE = {"vllm-small": "vLLM 0.26, gemma-3-1b-like (host-bound), CUDA graphs",
             "vllm-small-after-restructure": "the same after the restructure, another machine (cut by device time)",
             "sglang-small": "SGLang 0.5.16, gemma-3-1b-like, CUDA graphs",
+            "sglang-eagle": "SGLang 0.5.16, Qwen3-32B TP4 rank + EAGLE3 draft (topk 1), CUDA graphs (cut by device time)",
             "vllm-gemma-graphs": "vLLM 0.26, Gemma-3-12B-like (40 sliding : 8 full), CUDA graphs",
             "sglang-gemma-graphs": "SGLang 0.5.16, Gemma-3-12B-like, CUDA graphs",
             "vllm-eager": "vLLM 0.26, Qwen3-32B TP4 rank, `--enforce-eager`",
@@ -133,7 +138,7 @@ def headline() -> str:
              "(95% CI) | logprobs vs every off server, bitwise (off controls) |", "|---|---|---|---|---|"]
     for name, case in HEADLINE.items():
         for r in rows(State.load(RESULTS / "real-engines" / name)):
-            prepare = " → ".join("-" if x is None else f"{x:g}" for x in r["prepare"])
+            prepare = " → ".join("-" if x is None else f"{x:.3g}" for x in r["prepare"])
             logprobs = r["logprobs"] if r["logprobs"] == r["control"] else f"{r['logprobs']} ({r['control']})"
             lines.append(f"| {case} ({r['variant']}) | {r['n'][0]} / {r['n'][1]} | {prepare} | {r['tpot']} | "
                          f"{logprobs} |")
