@@ -3,15 +3,17 @@
 # of device time in all). Each engine phase installs its parts, then starts background jobs (setsid: they
 # outlive the call) from a copy of the checkout in /tmp/plan/repo; `wait` follows the jobs and packs what
 # exists into $OUT/plan.tgz (+ $OUT/status.txt), the at most 8 files a call brings back.
-#   bash integration/gpu_plan.sh vllm [JOB:GPU...]    # parts carried in .engines/vllm-0.26.0 (the first session
-#                                                     # also fa3-fwd in .gpu/fa3_fwd, FA3's upstream tests in
-#                                                     # .carry/upstream); default jobs vllm:0 vllm_eager:1
+#   bash integration/gpu_plan.sh vllm [JOB:GPU...]    # parts parked in /tmp/parts/vllm-0.26.0 (2 since the part
+#                                                     # keeps the MoE ops), else carried in .engines/vllm-0.26.0;
+#                                                     # fa3-fwd in .gpu/fa3_fwd, FA3's upstream tests in
+#                                                     # .carry/upstream; default jobs vllm:0 vllm_eager:1
 #   bash integration/gpu_plan.sh park NAME            # what is carried of .engines/NAME (one part, SHA256SUMS,
-#                                                     # manifest.json) -> /tmp/parts/NAME (SGLang: 3 calls)
+#                                                     # manifest.json) -> /tmp/parts/NAME (SGLang: 3 calls, vLLM 2)
 #   bash integration/gpu_plan.sh sglang [JOB:GPU...]  # after the last part is parked; default job sglang:any
 #   bash integration/gpu_plan.sh wait SECONDS         # follow the jobs for SECONDS, then pack
 #   bash integration/gpu_plan.sh estimate JOB         # here or there: the runner's --dry-run time estimate of an
-#                                                     # A/B job (vllm_small, sglang_small, vllm_gemma, sglang_eagle)
+#                                                     # A/B job (vllm_small, sglang_small, vllm_gemma, sglang_eagle,
+#                                                     # vllm_gptoss)
 # Sessions: 1st (nvidia-h200-x2) `vllm`, `sglang`; 2nd (nvidia-h200) `vllm bench_extend:0`, `park sglang-0.5.16`
 # twice, `park sglang-0.5.16 && sglang sglang_graphs:0`. What each job runs is below (the commands recorded
 # with the results).
@@ -22,7 +24,7 @@ VLLM=vllm-0.26.0
 SGLANG=sglang-0.5.16
 RUN="python3 -m integration.serve_ab run"
 VLLM_FA3=ATTN_SCHED_FA3_LIB=/tmp/engines/$VLLM/site/vllm/vllm_flash_attn/_vllm_fa3_C.abi3.so
-JOBS="vllm vllm_eager sglang bench_extend sglang_graphs vllm_small sglang_small vllm_gemma sglang_eagle"
+JOBS="vllm vllm_eager sglang bench_extend sglang_graphs vllm_small sglang_small vllm_gemma sglang_eagle vllm_gptoss"
 # shortened seed-PR workloads (10-minute calls): a decode phase and a prefill phase per fresh server
 SHORT="--workloads decode-c4,prefill-c8 --override decode-c4:output=128,prompts=8 --override prefill-c8:output=16,prompts=8"
 mkdir -p "$PLAN"
@@ -99,6 +101,12 @@ SGLANG_EAGLE=(--engine sglang --env /tmp/engines/$SGLANG/env.sh --models qwen3-3
   --warmup 1 --workloads decode-c4 --override decode-c4:output=128,prompts=8 --profile-seconds 2
   --variants off,on-replace --extra-server-args "--cuda-graph-max-bs 16 --max-running-requests 16" --out $PLAN/sglang-eagle)
 
+# gpt-oss-20b-like (issue 20: alternating sliding 128 / full, sinks, MoE), the live vLLM case of FA3 with AOT
+# scheduling off; needs the part's MoE ops; 1 warm-up + REPEATS (5) fresh servers per variant, dummy weights
+VLLM_GPTOSS=(--engine vllm --env /tmp/engines/$VLLM/env.sh --models gpt-oss-20b-like --repeats "${REPEATS:-5}" --warmup 1
+  --workloads decode-c4 --override decode-c4:output=128,prompts=8 --profile-seconds 2 --variants off,on
+  --extra-server-args "--max-cudagraph-capture-size 16 --max-num-seqs 16" --out $PLAN/vllm-gptoss)
+
 vllm_checks() {  # the exactness suites on the engine's FA3 library and fa3-fwd (.gpu/fa3_fwd carried beside
   # the part), then host time per call (~2 min)
   [ -f $PLAN/vllm/gpu-exactness.json ] ||
@@ -111,6 +119,11 @@ vllm_checks() {  # the exactness suites on the engine's FA3 library and fa3-fwd 
 vllm_gemma_job() {
   vllm_checks
   step vllm-gemma $RUN "${VLLM_GEMMA[@]}"
+}
+
+vllm_gptoss_job() {
+  vllm_checks
+  step vllm-gptoss $RUN "${VLLM_GPTOSS[@]}"
 }
 
 vllm_small_job() {
@@ -165,7 +178,7 @@ pack() {
 [ "${1:-}" = "--functions" ] && return 0
 case "${1:-}" in
   vllm)
-    bash integration/engines/install.sh $VLLM || exit 1
+    bash integration/engines/install.sh $VLLM $([ -d /tmp/parts/$VLLM ] && echo /tmp/parts/$VLLM) || exit 1
     python3 integration/models/make_models.py --out /tmp/models --weights || exit 1
     setup; shift; [ $# -gt 0 ] || set -- vllm:0 vllm_eager:1; start_jobs "$@" ;;
   park)
@@ -189,7 +202,8 @@ case "${1:-}" in
       sglang_small) args=("${SGLANG_SMALL[@]}") ;;
       vllm_gemma) args=("${VLLM_GEMMA[@]}") ;;
       sglang_eagle) args=("${SGLANG_EAGLE[@]}") ;;
-      *) echo "gpu_plan.sh estimate: unknown job '${2:-}'; accepted: vllm_small, sglang_small, vllm_gemma, sglang_eagle" >&2
+      vllm_gptoss) args=("${VLLM_GPTOSS[@]}") ;;
+      *) echo "gpu_plan.sh estimate: unknown job '${2:-}'; accepted: vllm_small, sglang_small, vllm_gemma, sglang_eagle, vllm_gptoss" >&2
          exit 2 ;;
     esac
     python3 -m integration.serve_ab run "${args[@]}" --dry-run | tail -n 1 ;;

@@ -35,7 +35,6 @@ TRIMS = {
             "build_utils.py": "flashinfer's wheel-build helper, never imported",
             "vllm/vllm-rs": "Rust front end, only with VLLM_USE_RUST_FRONTEND=1",
             "vllm/vllm_flash_attn/_vllm_fa2_C.abi3.so": "FA2, imported in try/except; sm90 picks FA3",
-            "vllm/_moe_C_stable_libtorch.abi3.so": "MoE ops, import under suppress(ImportError); dense models only",
             "vllm/_flashmla_C.abi3.so": "FlashMLA (MLA models), try/except",
             "vllm/_flashmla_extension_C.abi3.so": "FlashMLA (MLA models), try/except",
             "vllm/_qutlass_C.abi3.so": "FP4 on Blackwell, suppress(ImportError)",
@@ -43,7 +42,7 @@ TRIMS = {
             "vllm/third_party/fmha_sm100": "Blackwell only",
             "vllm/third_party/tml_fa4": "Blackwell only",
         },
-        fatbin_sm90=("vllm/_C_stable_libtorch.abi3.so",),
+        fatbin_sm90=("vllm/_C_stable_libtorch.abi3.so", "vllm/_moe_C_stable_libtorch.abi3.so"),  # MoE ops: gpt-oss-like
     ),
     "sglang": Trim(
         remove={

@@ -4,12 +4,15 @@ Phases of a run: server start (until /health), logprobs of the fixed prompts (al
 server), the benchmark client per workload, the profile window, server stop (the whole process
 group, always); then what the server log says about its compile cache, backend and graphs. A failure
 in any phase ends that run as "failed" with the error and the server log's tail; the plan goes on
-unless ``stop_on_error``. An interrupted run leaves no record, so it is run again on resume.
+unless ``stop_on_error``, or until servers one after another never become healthy: then the setup
+fails, not a server, and every further start would only spend GPU time. An interrupted run leaves no
+record, so it is run again on resume.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import signal
 import subprocess
@@ -27,6 +30,8 @@ from .table import report
 
 CURRENT = "current.json"
 LOG_TAIL = 40
+STARTS_FAILED_IN_A_ROW = 2  # servers that never became healthy, one after another: the setup is broken
+EXCEPTION_LINE = re.compile(r"\s*[\w.]*(Error|Exception)\b")
 
 
 def model_dir(models_dir: Path, setup: str) -> Path:
@@ -176,6 +181,7 @@ def run_plan(state: State, s: Settings, ctx: Context) -> int:
     print(f"[serve_ab] {len(todo)} of {len(plan.runs())} runs to do; state in {s.out / STATE}; "
           f"{plan.engine} {ctx.versions.get(plan.engine)} on {', '.join(ctx.cards)}", flush=True)
     previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    failed_starts = 0
     try:
         for i, run in enumerate(todo, 1):
             rec = execute(plan, run, s, ctx)
@@ -185,12 +191,25 @@ def run_plan(state: State, s: Settings, ctx: Context) -> int:
             if rec["status"] != "ok" and s.stop_on_error:
                 print("[serve_ab] stopping: --stop-on-error", flush=True)
                 break
+            failed_starts = failed_starts + 1 if rec["server_start_s"] is None else 0
+            if failed_starts == STARTS_FAILED_IN_A_ROW:
+                print(f"[serve_ab] stopping: {failed_starts} servers in a row never became healthy (last: "
+                      f"{_cause(rec.get('log_tail', []))}); fix the setup, then resume with --retry-failed", flush=True)
+                break
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         (s.out / CURRENT).unlink(missing_ok=True)
     runs = plan.runs()
     return 0 if all(state.runs.get(r.id, {}).get("status") == "ok" for r in runs) else 1
+
+
+def _cause(tail: list[str]) -> str:
+    """The server log's last exception line (``ModuleNotFoundError: ...``), else its last line."""
+    for line in reversed(tail):
+        if EXCEPTION_LINE.match(line):
+            return line.strip()
+    return tail[-1].strip() if tail else "empty server log"
 
 
 def load_current(out: Path) -> dict | None:

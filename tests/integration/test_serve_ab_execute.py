@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from integration.serve_ab.runner import _cause
+
 ROOT = Path(__file__).resolve().parents[2]
 LAYERS = 4  # the models_dir fixture's num_hidden_layers
 
@@ -275,6 +277,23 @@ def test_stop_on_error_and_a_failing_client(tmp_path, engine, models_dir):
     assert all(not _alive(s["pid"]) and not _alive(s["child"]) for s in servers(engine))
 
 
+def test_servers_that_never_start_one_after_another_stop_the_plan(tmp_path, engine, models_dir):
+    """A broken setup (every server of the first device run died on a missing module) must not spend the
+    device's time on every run of the plan; after the fix the plan resumes."""
+    out = tmp_path / "out"
+    (engine / "fail-off").touch()
+    (engine / "fail-on").touch()
+    args = plan_args("vllm", engine, models_dir, out, "--repeats", "3")
+    done = serve_ab(*args)
+    assert done.returncode == 1
+    assert "stopping: 2 servers in a row never became healthy (last: no GPU)" in done.stdout
+    assert list(state(out)["runs"]) == ["m-tp1-r1-off", "m-tp1-r1-on"]
+    (engine / "fail-off").unlink()
+    (engine / "fail-on").unlink()
+    assert serve_ab(*args, "--retry-failed").returncode == 0
+    assert [r["status"] for r in state(out)["runs"].values()] == ["ok"] * 6
+
+
 def test_background_plan_killed_mid_run_resumes_where_it_stopped(tmp_path, engine, models_dir):
     out = tmp_path / "out"
     args = plan_args("sglang", engine, models_dir, out, "--variants", "off,on-replace", "--repeats", "2",
@@ -319,3 +338,16 @@ def test_status_works_while_a_foreground_runner_is_on_its_first_run(tmp_path, en
         assert f"runner pid {proc.pid} working: m-tp1-r1-off" in status.stdout
     finally:
         assert proc.wait(timeout=120) == 0
+
+
+def test_a_failed_start_is_named_by_the_log_tails_last_exception():
+    """The tail of an SGLang 0.5.16 EAGLE3 server that died at graph capture (device run, machine 8a)."""
+    tail = ["    from sglang.srt.layers.attention.dsa_backend import (",
+            '  File "/tmp/engines/sglang-0.5.16/site/sglang/srt/layers/attention/dsa_backend.py", line 82, in <module>',
+            "    import deep_gemm",
+            "ModuleNotFoundError: No module named 'deep_gemm'",
+            "",
+            "[2026-12-03 12:54:51] Received sigquit from a child process. It usually means the child failed.",
+            "[2026-12-03 12:54:51] kill_process_tree called: parent_pid=1457, include_parent=True, pid=1457"]
+    assert _cause(tail) == "ModuleNotFoundError: No module named 'deep_gemm'"
+    assert _cause(["no GPU"]) == "no GPU" and _cause([]) == "empty server log"
