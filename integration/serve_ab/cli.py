@@ -17,7 +17,7 @@ from pathlib import Path
 from . import commands, logprobs, plan as plans, profiling, variants, workloads
 from .errors import UsageError
 from .results import STATE, State, resume
-from .runner import Context, Settings, load_current, run_plan
+from .runner import Context, Settings, load_current, model_dir, run_plan
 from .table import report
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -136,7 +136,7 @@ def dry_run(plan: plans.Plan, s: Settings) -> str:
     runs = plan.runs()
     for i, run in enumerate(runs, 1):
         run_dir = s.out / "runs" / run.id
-        model = s.models_dir / run.model
+        model = model_dir(s.models_dir, run.model)
         env = variants.environment(plan.engine, run.variant, inherited, seed_dist)
         lines += [f"# run {i}/{len(runs)} {run.id}",
                   commands.shell(env, commands.server_argv(plan.engine, model, plan.tp, s.port,

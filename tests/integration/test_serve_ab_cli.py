@@ -208,3 +208,12 @@ def test_env_sh_is_sourced_and_a_broken_one_refused(tmp_path):
     bad.write_text("echo broken >&2; return 3\n")
     done = run("run", "--engine", "vllm", "--models", "m", "--env", str(bad), "--out", str(tmp_path / "o"))
     assert done.returncode == 2 and "sourcing it failed with status 3 (broken)" in done.stderr
+
+
+def test_a_draft_setup_serves_and_benchmarks_its_target_model(tmp_path):
+    """``MODEL+eagle3`` serves MODEL with the draft named in its flags; the dry run prints what the runner runs."""
+    argvs = commands(dry_run("--engine", "sglang", "--models", "qwen3-32b-tp4-rank+eagle3", "--variants", "off",
+                             "--repeats", "1", "--workloads", "decode-c4", "--out", str(tmp_path / "o")))
+    server, bench = argvs
+    assert _value(server, "--model-path") == _value(bench, "--model") == "/tmp/models/qwen3-32b-tp4-rank"
+    assert _value(server, "--speculative-draft-model-path") == "/tmp/models/qwen3-32b-tp4-rank-eagle3"
