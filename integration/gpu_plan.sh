@@ -78,34 +78,26 @@ sglang_graphs_job() {  # SGLang with CUDA graphs under capture-scoped routing, a
   step sglang-graphs $RUN "${graphs[@]}" --models qwen3-32b-tp4-rank --repeats 1 --out $PLAN/sglang-graphs
 }
 
-# issues 20/21: the host-bound small model with seeded weights (make_models.py --weights), CUDA graphs, 1 cold
-# warm-up server then 5 fresh servers per variant (REPEATS=N: N), alternating; a short decode workload, logprobs and a 2 s
-# profile window (kernel census, host time per step) on every server
-SMALL=(--models gemma-3-1b-like --repeats "${REPEATS:-5}" --warmup 1 --workloads decode-c4 --override decode-c4:output=128,prompts=8
-  --profile-seconds 2)
-VLLM_SMALL=(--engine vllm --env /tmp/engines/$VLLM/env.sh "${SMALL[@]}" --variants off,on
-  --extra-server-args "--max-cudagraph-capture-size 16 --max-num-seqs 16" --out $PLAN/vllm-small)
-SGLANG_SMALL=(--engine sglang --env /tmp/engines/$SGLANG/env.sh "${SMALL[@]}" --variants off,on-replace
-  --extra-server-args "--cuda-graph-max-bs 16 --max-running-requests 16" --out $PLAN/sglang-small)
-
-# Gemma-3-12B-like (issue 20) as the small model (1 warm-up + 5 fresh servers per variant, alternating;
-# dummy weights)
-VLLM_GEMMA=(--engine vllm --env /tmp/engines/$VLLM/env.sh --models gemma-3-like --repeats 5 --warmup 1
-  --workloads decode-c4 --override decode-c4:output=128,prompts=8 --profile-seconds 2 --variants off,on
-  --extra-server-args "--max-cudagraph-capture-size 16 --max-num-seqs 16" --out $PLAN/vllm-gemma)
-
-# SGLang's speculative path (issue 20): Qwen3-32B TP4 rank + an EAGLE3 draft (topk 1, 3 steps, 4 draft tokens),
-# CUDA graphs, so target verify and draft decode run with the plugin in a real engine; 1 warm-up + REPEATS (5)
-# fresh servers per variant, alternating; dummy weights
-SGLANG_EAGLE=(--engine sglang --env /tmp/engines/$SGLANG/env.sh --models qwen3-32b-tp4-rank+eagle3 --repeats "${REPEATS:-5}"
-  --warmup 1 --workloads decode-c4 --override decode-c4:output=128,prompts=8 --profile-seconds 2
-  --variants off,on-replace --extra-server-args "--cuda-graph-max-bs 16 --max-running-requests 16" --out $PLAN/sglang-eagle)
-
-# gpt-oss-20b-like (issue 20: alternating sliding 128 / full, sinks, MoE), the live vLLM case of FA3 with AOT
-# scheduling off; needs the part's MoE ops; 1 warm-up + REPEATS (5) fresh servers per variant, dummy weights
-VLLM_GPTOSS=(--engine vllm --env /tmp/engines/$VLLM/env.sh --models gpt-oss-20b-like --repeats "${REPEATS:-5}" --warmup 1
-  --workloads decode-c4 --override decode-c4:output=128,prompts=8 --profile-seconds 2 --variants off,on
-  --extra-server-args "--max-cudagraph-capture-size 16 --max-num-seqs 16" --out $PLAN/vllm-gptoss)
+# The A/B jobs (issues 20/21): CUDA graphs, 1 cold warm-up server then REPEATS (5) fresh servers per variant,
+# alternating; a short decode workload, logprobs and a 2 s profile window (kernel census, host time per step) on
+# every server. Job NAME runs its engine's checks first, then the runner with ${NAME^^}.
+AB=(--repeats "${REPEATS:-5}" --warmup 1 --workloads decode-c4 --override decode-c4:output=128,prompts=8 --profile-seconds 2)
+VLLM_AB=(--engine vllm --env /tmp/engines/$VLLM/env.sh "${AB[@]}" --variants off,on
+  --extra-server-args "--max-cudagraph-capture-size 16 --max-num-seqs 16")
+SGLANG_AB=(--engine sglang --env /tmp/engines/$SGLANG/env.sh "${AB[@]}" --variants off,on-replace
+  --extra-server-args "--cuda-graph-max-bs 16 --max-running-requests 16")
+AB_JOBS="vllm_small sglang_small vllm_gemma sglang_eagle vllm_gptoss"
+# the host-bound small model with seeded weights (make_models.py --weights)
+VLLM_SMALL=("${VLLM_AB[@]}" --models gemma-3-1b-like --out $PLAN/vllm-small)
+SGLANG_SMALL=("${SGLANG_AB[@]}" --models gemma-3-1b-like --out $PLAN/sglang-small)
+# Gemma-3-12B-like, dummy weights
+VLLM_GEMMA=("${VLLM_AB[@]}" --models gemma-3-like --out $PLAN/vllm-gemma)
+# SGLang's speculative path: Qwen3-32B TP4 rank + an EAGLE3 draft (topk 1, 3 steps, 4 draft tokens), so target
+# verify and draft decode run with the plugin in a real engine; dummy weights
+SGLANG_EAGLE=("${SGLANG_AB[@]}" --models qwen3-32b-tp4-rank+eagle3 --out $PLAN/sglang-eagle)
+# gpt-oss-20b-like (alternating sliding 128 / full, sinks, MoE), the live vLLM case of FA3 with AOT scheduling
+# off; needs the part's MoE ops; dummy weights
+VLLM_GPTOSS=("${VLLM_AB[@]}" --models gpt-oss-20b-like --out $PLAN/vllm-gptoss)
 
 vllm_checks() {  # the exactness suites on the engine's FA3 library and fa3-fwd (.gpu/fa3_fwd carried beside
   # the part), then host time per call (~2 min)
@@ -116,36 +108,18 @@ vllm_checks() {  # the exactness suites on the engine's FA3 library and fa3-fwd 
     step vllm-host env $VLLM_FA3 OUT=$PLAN/vllm bash integration/gpu_run.sh host --repeats 100 --loop 100
 }
 
-vllm_gemma_job() {
-  vllm_checks
-  step vllm-gemma $RUN "${VLLM_GEMMA[@]}"
-}
-
-vllm_gptoss_job() {
-  vllm_checks
-  step vllm-gptoss $RUN "${VLLM_GPTOSS[@]}"
-}
-
-vllm_small_job() {
-  vllm_checks
-  step vllm-small $RUN "${VLLM_SMALL[@]}"
-}
-
-sglang_small_job() {  # the checks first, then the A/B
-  sglang_checks
-  step sglang-small $RUN "${SGLANG_SMALL[@]}"
-}
-
 sglang_checks() {  # sgl_kernel's exactness suite and the guard's GPU test (~15 s)
   [ -f $PLAN/sglang/gpu-exactness.json ] ||
     step sglang-exactness env OUT=$PLAN/sglang SGLANG_SITE=/tmp/engines/$SGLANG/site ATTN_SCHED_GPU_REQUIRED=0 \
       ATTN_SCHED_GPU_CASES=5000 bash integration/gpu_run.sh exactness -k sgl_kernel
 }
 
-sglang_eagle_job() {
-  sglang_checks
-  step sglang-eagle $RUN "${SGLANG_EAGLE[@]}"
+ab_job() {  # ab_job NAME: the engine's checks, then the A/B step NAME (vllm_small: step vllm-small)
+  local -n args=${1^^}
+  "${1%%_*}_checks"
+  step "${1//_/-}" $RUN "${args[@]}"
 }
+for job in $AB_JOBS; do eval "${job}_job() { ab_job $job; }"; done
 
 start() {  # start NAME GPU: run NAME_job detached on that GPU, from the copy of the checkout
   touch "$PLAN/$1.started"
@@ -197,15 +171,9 @@ case "${1:-}" in
     done
     pack ;;
   estimate)
-    case "${2:-}" in
-      vllm_small) args=("${VLLM_SMALL[@]}") ;;
-      sglang_small) args=("${SGLANG_SMALL[@]}") ;;
-      vllm_gemma) args=("${VLLM_GEMMA[@]}") ;;
-      sglang_eagle) args=("${SGLANG_EAGLE[@]}") ;;
-      vllm_gptoss) args=("${VLLM_GPTOSS[@]}") ;;
-      *) echo "gpu_plan.sh estimate: unknown job '${2:-}'; accepted: vllm_small, sglang_small, vllm_gemma, sglang_eagle, vllm_gptoss" >&2
-         exit 2 ;;
-    esac
+    [[ " $AB_JOBS " == *" ${2:-} "* ]] ||
+      { echo "gpu_plan.sh estimate: unknown job '${2:-}'; accepted: ${AB_JOBS// /, }" >&2; exit 2; }
+    declare -n args=${2^^}
     python3 -m integration.serve_ab run "${args[@]}" --dry-run | tail -n 1 ;;
   *) echo "gpu_plan.sh: unknown phase '${1:-}'; accepted: vllm, park NAME, sglang, wait SECONDS, estimate JOB" >&2
      exit 2 ;;
