@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import subprocess
 from pathlib import Path
 
@@ -59,6 +60,14 @@ def cards() -> list[str]:
         return [f"unknown (nvidia-smi: {exc})"]
     names = [line.strip() for line in done.stdout.splitlines() if line.strip()]
     return names or [f"unknown (nvidia-smi exited {done.returncode})"]
+
+
+def machine() -> str:
+    """This boot of this machine: a plan resumed elsewhere (or after a reboot) warms up again."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text(encoding="ascii").strip()
+    except OSError:
+        return f"unknown boot of {platform.node()}"
 
 
 def model_layers(model_dir: Path) -> int:

@@ -3,7 +3,8 @@
 Runs go model by model; within a model, first ``warmup`` servers of the first variant (repeat 0:
 they compile the model cold and are neither compared nor in the statistics), then repeat by repeat,
 every variant once (off, on, ..., off, on, ...), so variants alternate on fresh servers and a plan cut
-short still has whole groups.
+short still has whole groups. A plan resumed on another machine warms each model up there again
+(``State.pending``).
 """
 
 from __future__ import annotations
@@ -46,11 +47,14 @@ class Plan:
     def runs(self) -> list[Run]:
         out = []
         for model in self.models:
-            out += [Run(f"{model}-tp{self.tp}-w{i}-{self.variants[0]}", model, self.variants[0], 0)
-                    for i in range(1, self.warmup + 1)]
+            out += [self.warmup_run(model, i) for i in range(1, self.warmup + 1)]
             out += [Run(f"{model}-tp{self.tp}-r{repeat}-{variant}", model, variant, repeat)
                     for repeat in range(1, self.repeats + 1) for variant in self.variants]
         return out
+
+    def warmup_run(self, model: str, i: int) -> Run:
+        """The i-th cold-compile server of ``model`` (repeat 0)."""
+        return Run(f"{model}-tp{self.tp}-w{i}-{self.variants[0]}", model, self.variants[0], 0)
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)

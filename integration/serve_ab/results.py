@@ -92,10 +92,24 @@ class State:
             raise UsageError(f"{path}: not a results file of this runner ({exc}); accepted: a results dir "
                              f"or its {STATE}") from exc
 
-    def pending(self, retry_failed: bool) -> list:
-        """Runs still to do, in plan order: never recorded, or failed when retrying."""
-        return [run for run in self.plan.runs()
+    def pending(self, retry_failed: bool, machine: str) -> list:
+        """Runs still to do, in plan order: never recorded, or failed when retrying. A model none of whose
+        servers became healthy on ``machine`` (a plan resumed after the earlier machine was given back)
+        gets one more warm-up first, so the cold compile there lands in no measured server."""
+        todo = [run for run in self.plan.runs()
                 if run.id not in self.runs or (retry_failed and self.runs[run.id]["status"] != "ok")]
+        if not self.plan.warmup:
+            return todo
+        warm = {rec["model"] for rec in self.runs.values()
+                if rec.get("machine") == machine and rec.get("server_start_s") is not None}
+        out = []
+        for run in todo:
+            if run.model not in warm and run.repeat > 0:
+                done = sum(rec["model"] == run.model and rec["repeat"] == 0 for rec in self.runs.values())
+                out.append(self.plan.warmup_run(run.model, max(done, self.plan.warmup) + 1))
+            warm.add(run.model)
+            out.append(run)
+        return out
 
     def save(self, out: Path) -> None:
         write_json(out / STATE, self.to_json())

@@ -54,11 +54,12 @@ class Settings:
 
 @dataclass
 class Context:
-    """What one invocation learns once: the engine environment, versions, cards, model depths."""
+    """What one invocation learns once: the engine environment, versions, cards, machine, model depths."""
 
     env: dict[str, str]
     versions: dict
     cards: list[str]
+    machine: str
     seed_dist: Path | None
     layers: dict[str, int]
 
@@ -69,7 +70,8 @@ class Context:
         variants.allowed_plugins(plan.engine, env)
         layers = {m: environment.model_layers(model_dir(s.models_dir, m)) for m in plan.models}
         seed_dist = s.out / "seed-baseline-dist" if "seed-baseline" in plan.variants else None
-        return cls({**env, "PYTHONUNBUFFERED": "1"}, environment.versions(env), environment.cards(), seed_dist, layers)
+        return cls({**env, "PYTHONUNBUFFERED": "1"}, environment.versions(env), environment.cards(),
+                   environment.machine(), seed_dist, layers)
 
 
 class _Interrupted(KeyboardInterrupt):
@@ -120,7 +122,7 @@ def execute(plan: Plan, run: Run, s: Settings, ctx: Context) -> dict:
     argv = commands.server_argv(plan.engine, model_path, plan.tp, s.port, plan.server_flags[run.model], trace_dir)
     rec = {"id": run.id, "model": run.model, "tp": plan.tp, "variant": run.variant, "repeat": run.repeat,
            "status": "failed", "error": None, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-           "versions": ctx.versions, "cards": ctx.cards, "engine_env": str(s.env_sh or "this environment"),
+           "versions": ctx.versions, "cards": ctx.cards, "machine": ctx.machine, "engine_env": str(s.env_sh or "this environment"),
            "env": own_env,
            "commands": {"server": commands.shell(own_env, argv), "bench": {}}, "server_start_s": None,
            "weights": "seeded" if commands.has_weights(model_path) else "dummy",
@@ -175,7 +177,7 @@ def save(out: Path, state: State, rec: dict) -> None:
 def run_plan(state: State, s: Settings, ctx: Context) -> int:
     """Every pending run in order; 0 when the whole plan is ok, 1 otherwise."""
     plan = state.plan
-    todo = state.pending(s.retry_failed)
+    todo = state.pending(s.retry_failed, ctx.machine)
     if ctx.seed_dist is not None:
         seed_baseline.write_dist(ctx.seed_dist)
     print(f"[serve_ab] {len(todo)} of {len(plan.runs())} runs to do; state in {s.out / STATE}; "

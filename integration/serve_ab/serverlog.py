@@ -57,16 +57,16 @@ def extract(text: str) -> dict:
 
 
 def table(state, model: str) -> list[str]:
-    """One row per server of ``model`` in plan order, warm-ups included and marked."""
+    """One row per server of ``model`` in the order they ran, warm-ups (also those of a later machine)
+    included and marked."""
     rows = ["| Server | weights | start s | compile | compile cache dir | attention backend | cudagraph mode "
             "| async scheduling | graph capture s | first workload TPOT ms |", "|---|---|---:|---|---|---|---|---|---:|---:|"]
-    for run in state.plan.runs():
-        rec = state.runs.get(run.id)
-        if run.model != model or rec is None:
+    for rec in state.runs.values():
+        if rec["model"] != model:
             continue
         log = rec.get("server") or {}
         bench = next(iter(rec.get("bench", {}).values()), None)
-        cells = [run.id + (" (warm-up)" if run.repeat == 0 else "") + ("" if rec["status"] == "ok" else " FAILED"),
+        cells = [rec["id"] + (" (warm-up)" if rec["repeat"] == 0 else "") + ("" if rec["status"] == "ok" else " FAILED"),
                  rec.get("weights", "dummy"), f"{rec['server_start_s']}" if rec.get("server_start_s") else "-",
                  log.get("compile") or "-", f"`{log['compile_cache_dir']}`" if log.get("compile_cache_dir") else "-",
                  log.get("attention_backend") or "-", log.get("cudagraph_mode") or "-",

@@ -54,8 +54,11 @@ def _header(state: State) -> list[str]:
              f"{ok} of {len(runs)} runs ok, {failed} failed, {len(runs) - ok - failed} not run; "
              f"{plan.repeats} fresh servers per variant and model, variants alternating.", ""]
     lines += [f"- `{v}`: {DESCRIPTIONS[plan.engine][v]}" for v in plan.variants]
-    lines += ["", f"{plan.warmup} warm-up server(s) per model first (cold compile; not compared, not in the "
-              "statistics)." if plan.warmup else "No warm-up server: the first server's cold compile is in the numbers.",
+    later = sum(r.get("repeat") == 0 for r in recs) - sum(r.repeat == 0 and r.id in state.runs for r in runs)
+    lines += ["", f"{plan.warmup} warm-up server(s) per model first" + (
+        f", and {later} more first on the later machine(s) this resumed plan ran on" if later > 0 else "")
+              + " (cold compile; not compared, not in the statistics)." if plan.warmup
+              else "No warm-up server: the first server's cold compile is in the numbers.",
               "", "Values: median (IQR) over a variant's ok servers. Delta vs `off`: Hodges-Lehmann shift of the log "
               "ratio with its exact Mann-Whitney 95% interval, in %; \"no difference within ±x%\" only when the "
               f"interval holds 0. Fewer than {HEADLINE_RUNS} ok runs = exploratory."]

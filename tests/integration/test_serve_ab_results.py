@@ -154,14 +154,80 @@ def test_resume_does_pending_runs_only(sglang_plan, tmp_path):
     out = tmp_path / "res"
     out.mkdir()
     state = results.resume(out, sglang_plan)
-    assert [r.id for r in state.pending(False)] == [r.id for r in sglang_plan.runs()]
+    assert [r.id for r in state.pending(False, "boot-1")] == [r.id for r in sglang_plan.runs()]
     runs = sglang_plan.runs()
     state.runs[runs[0].id] = record(runs[0])
     state.runs[runs[1].id] = record(runs[1], status="failed", error="boom")
     state.save(out)
     again = results.resume(out, sglang_plan)
-    assert [r.id for r in again.pending(False)] == [r.id for r in runs[2:]]
-    assert [r.id for r in again.pending(True)] == [r.id for r in runs[1:]]
+    assert [r.id for r in again.pending(False, "boot-1")] == [r.id for r in runs[2:]]
+    assert [r.id for r in again.pending(True, "boot-1")] == [r.id for r in runs[1:]]
+
+
+@pytest.fixture
+def warm_plan(plan_from, tmp_path):
+    plan, _ = plan_from("--engine", "vllm", "--models", "m", "--variants", "off,on", "--repeats", "3", "--warmup", "1",
+                        "--workloads", "decode-c1", "--scale", "0.1", "--out", str(tmp_path / "o"))
+    return plan
+
+
+def _ran_on(state, runs, machine, **kw):
+    for run in runs:
+        state.runs[run.id] = {**record(run, **kw), "machine": machine}
+
+
+def test_a_plan_resumed_on_another_machine_warms_up_there_first(warm_plan):
+    runs = warm_plan.runs()  # w1-off, r1-off, r1-on, r2-off, ...
+    state = results.State(warm_plan)
+    _ran_on(state, runs[:3], "boot-1")
+    assert [r.id for r in state.pending(False, "boot-1")] == [r.id for r in runs[3:]]
+    again = state.pending(False, "boot-2")
+    assert [r.id for r in again] == ["m-tp1-w2-off"] + [r.id for r in runs[3:]]
+    assert (again[0].variant, again[0].repeat) == ("off", 0)
+    _ran_on(state, again[:2], "boot-2")  # the second warm-up and r2-off ran there; a third machine: w3
+    assert [r.id for r in state.pending(False, "boot-3")][:2] == ["m-tp1-w3-off", runs[4].id]
+    assert [r.id for r in state.pending(False, "boot-2")] == [r.id for r in runs[4:]]
+
+
+def test_no_warm_up_again_without_a_warm_up_plan_or_with_nothing_measured_left(warm_plan, sglang_plan):
+    state = results.State(sglang_plan)  # no --warmup: the plan's first server is cold by choice
+    _ran_on(state, sglang_plan.runs()[:2], "boot-1")
+    assert [r.id for r in state.pending(False, "boot-2")] == [r.id for r in sglang_plan.runs()[2:]]
+    fresh = results.State(warm_plan)  # a fresh plan starts with its own warm-up
+    assert [r.id for r in fresh.pending(False, "boot-2")] == [r.id for r in warm_plan.runs()]
+
+
+def test_a_server_that_never_became_healthy_warmed_nothing(warm_plan):
+    runs = warm_plan.runs()
+    state = results.State(warm_plan)
+    _ran_on(state, runs[:2], "boot-1")
+    state.runs[runs[1].id]["server_start_s"] = None  # r1-off never healthy on boot-2: not warm there
+    state.runs[runs[1].id].update(status="failed", machine="boot-2")
+    assert [r.id for r in state.pending(True, "boot-2")][:2] == ["m-tp1-w2-off", runs[1].id]
+
+
+def test_records_of_an_earlier_runner_without_a_machine_count_as_another_machine(warm_plan):
+    runs = warm_plan.runs()
+    state = results.State(warm_plan)
+    for run in runs[:3]:
+        state.runs[run.id] = record(run)
+    assert state.pending(False, "boot-1")[0].id == "m-tp1-w2-off"
+
+
+def test_the_server_table_lists_a_later_machine_s_warm_up_where_it_ran(warm_plan):
+    runs = warm_plan.runs()
+    state = results.State(warm_plan)
+    _ran_on(state, runs[:3], "boot-1")
+    _ran_on(state, state.pending(False, "boot-2")[:2], "boot-2", tput=10.0)
+    text = table.report(state)
+    rows = [line.split(" | ")[0] for line in text.splitlines() if line.startswith("| m-tp1-")]
+    assert rows == ["| m-tp1-w1-off (warm-up)", "| m-tp1-r1-off", "| m-tp1-r1-on", "| m-tp1-w2-off (warm-up)",
+                    "| m-tp1-r2-off"]
+    assert "off (n=2, exploratory)" in text  # the second warm-up is in no statistic
+    assert "first, and 1 more first on the later machine(s) this resumed plan ran on (cold" in text
+    _ran_on(state, runs[3:], "boot-2")
+    assert "1 warm-up server(s) per model first (cold" in table.report(results.State(warm_plan, {
+        r.id: state.runs[r.id] for r in runs}))
 
 
 def test_resume_refuses_a_different_plan(sglang_plan, tmp_path, plan_from):
