@@ -351,3 +351,22 @@ def test_a_failed_start_is_named_by_the_log_tails_last_exception():
             "[2026-12-03 12:54:51] kill_process_tree called: parent_pid=1457, include_parent=True, pid=1457"]
     assert _cause(tail) == "ModuleNotFoundError: No module named 'deep_gemm'"
     assert _cause(["no GPU"]) == "no GPU" and _cause([]) == "empty server log"
+
+
+def test_a_plan_resumed_on_another_boot_warms_up_first(tmp_path, engine, models_dir):
+    out = tmp_path / "out"
+    args = plan_args("sglang", engine, models_dir, out, "--variants", "off,on-replace", "--repeats", "1",
+                     "--warmup", "1")
+    assert serve_ab(*args).returncode == 0
+    recorded = state(out)
+    boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    assert {rec["machine"] for rec in recorded["runs"].values()} == {boot}
+    del recorded["runs"]["m-tp1-r1-on-replace"]  # as if the first machine was given back before it ran
+    for rec in recorded["runs"].values():
+        rec["machine"] = "a-machine-given-back"
+    (out / "results.json").write_text(json.dumps(recorded))
+    started = len(servers(engine))
+    done = serve_ab(*args)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert list(state(out)["runs"]) == ["m-tp1-w1-off", "m-tp1-r1-off", "m-tp1-w2-off", "m-tp1-r1-on-replace"]
+    assert len(servers(engine)) == started + 2
