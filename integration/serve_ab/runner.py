@@ -122,8 +122,8 @@ def execute(plan: Plan, run: Run, s: Settings, ctx: Context) -> dict:
     argv = commands.server_argv(plan.engine, model_path, plan.tp, s.port, plan.server_flags[run.model], trace_dir)
     rec = {"id": run.id, "model": run.model, "tp": plan.tp, "variant": run.variant, "repeat": run.repeat,
            "status": "failed", "error": None, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-           "versions": ctx.versions, "cards": ctx.cards, "machine": ctx.machine, "engine_env": str(s.env_sh or "this environment"),
-           "env": own_env,
+           "versions": ctx.versions, "cards": ctx.cards, "machine": ctx.machine,
+           "engine_env": str(s.env_sh or "this environment"), "env": own_env,
            "commands": {"server": commands.shell(own_env, argv), "bench": {}}, "server_start_s": None,
            "weights": "seeded" if commands.has_weights(model_path) else "dummy",
            "logprobs": None, "bench": {}, "profile": None, "plugin": None, "server": None}

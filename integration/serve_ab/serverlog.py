@@ -66,7 +66,8 @@ def table(state, model: str) -> list[str]:
             continue
         log = rec.get("server") or {}
         bench = next(iter(rec.get("bench", {}).values()), None)
-        cells = [rec["id"] + (" (warm-up)" if rec["repeat"] == 0 else "") + ("" if rec["status"] == "ok" else " FAILED"),
+        marks = (" (warm-up)" if rec["repeat"] == 0 else "") + ("" if rec["status"] == "ok" else " FAILED")
+        cells = [rec["id"] + marks,
                  rec.get("weights", "dummy"), f"{rec['server_start_s']}" if rec.get("server_start_s") else "-",
                  log.get("compile") or "-", f"`{log['compile_cache_dir']}`" if log.get("compile_cache_dir") else "-",
                  log.get("attention_backend") or "-", log.get("cudagraph_mode") or "-",

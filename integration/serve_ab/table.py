@@ -12,7 +12,7 @@ import statistics
 from collections import Counter
 
 from . import census, exactness, serverlog, stats as st
-from .plan import HEADLINE_RUNS
+from .plan import HEADLINE_RUNS, Plan
 from .results import METRICS, State
 from .variants import DESCRIPTIONS, OFF
 
@@ -42,6 +42,17 @@ def _ok(state: State, model: str) -> dict[str, list[dict]]:
     return out
 
 
+def _warmups(plan: Plan, recs: list[dict]) -> str:
+    """The warm-up sentence; servers of repeat 0 beyond the plan's are a resumed plan's later machines."""
+    if not plan.warmup:
+        return "No warm-up server: the first server's cold compile is in the numbers."
+    ids = {run.id for run in plan.runs()}
+    later = sum(rec.get("repeat") == 0 and rec["id"] not in ids for rec in recs)
+    again = f", and {later} more first on the later machine(s) this resumed plan ran on" if later else ""
+    return (f"{plan.warmup} warm-up server(s) per model first{again} (cold compile; not compared, not in the "
+            "statistics).")
+
+
 def _header(state: State) -> list[str]:
     plan = state.plan
     runs = plan.runs()
@@ -54,12 +65,8 @@ def _header(state: State) -> list[str]:
              f"{ok} of {len(runs)} runs ok, {failed} failed, {len(runs) - ok - failed} not run; "
              f"{plan.repeats} fresh servers per variant and model, variants alternating.", ""]
     lines += [f"- `{v}`: {DESCRIPTIONS[plan.engine][v]}" for v in plan.variants]
-    later = sum(r.get("repeat") == 0 for r in recs) - sum(r.repeat == 0 and r.id in state.runs for r in runs)
-    lines += ["", f"{plan.warmup} warm-up server(s) per model first" + (
-        f", and {later} more first on the later machine(s) this resumed plan ran on" if later > 0 else "")
-              + " (cold compile; not compared, not in the statistics)." if plan.warmup
-              else "No warm-up server: the first server's cold compile is in the numbers.",
-              "", "Values: median (IQR) over a variant's ok servers. Delta vs `off`: Hodges-Lehmann shift of the log "
+    lines += ["", _warmups(plan, recs), "",
+              "Values: median (IQR) over a variant's ok servers. Delta vs `off`: Hodges-Lehmann shift of the log "
               "ratio with its exact Mann-Whitney 95% interval, in %; \"no difference within ±x%\" only when the "
               f"interval holds 0. Fewer than {HEADLINE_RUNS} ok runs = exploratory."]
     short = [f"{w.name}: {w.shortened()}" for w in plan.workloads if w.shortened()]
