@@ -189,7 +189,7 @@ def test_a_plan_resumed_on_another_machine_warms_up_there_first(warm_plan):
     assert [r.id for r in state.pending(False, "boot-2")] == [r.id for r in runs[4:]]
 
 
-def test_no_warm_up_again_without_a_warm_up_plan_or_with_nothing_measured_left(warm_plan, sglang_plan):
+def test_no_extra_warm_up_in_a_plan_without_warm_ups_nor_in_a_fresh_plan(warm_plan, sglang_plan):
     state = results.State(sglang_plan)  # no --warmup: the plan's first server is cold by choice
     _ran_on(state, sglang_plan.runs()[:2], "boot-1")
     assert [r.id for r in state.pending(False, "boot-2")] == [r.id for r in sglang_plan.runs()[2:]]
