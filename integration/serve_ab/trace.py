@@ -16,7 +16,10 @@ is the host's step period, and the gap less the time spent blocked in synchronis
 (``*Synchronize``, ``cudaMemcpy*``) is the host's busy time per step. The device events of one graph
 replay carry its ``cudaGraphLaunch``'s correlation id: their span less their busy time is how long
 the GPU idled between the graph's own nodes (launch latency, dependency waits), time a removed node
-gives back beyond its kernel's duration. Traces are not needed after this: the census is what is kept.
+gives back beyond its kernel's duration. Every device event is also tallied by its name (first
+``NAME_CHARS`` characters): fresh servers of one engine can pick other GEMM or Triton variants for the
+same step, and only the names and their times show which (docs/vllm-logprob-nondeterminism.md).
+Traces are not needed after this: the census is what is kept.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ DECODE_STEP = re.compile(r"^execute_context_0\(0\)_generation_\d+")
 KINDS = ("fa3_main", "combine", "prepare", "memset_fill", "other")
 GRAPH_LAUNCH = "cudaGraphLaunch"
 BLOCKING = re.compile(r"Synchronize|^cudaMemcpy")
+NAME_CHARS = 240
 
 
 def events(path: Path) -> list[dict]:
@@ -69,18 +73,23 @@ def count(path: Path) -> dict:
     device = [ev for ev in evs if str(ev.get("cat", "")).lower() in DEVICE]
     counts = {k: 0 for k in KINDS}
     gpu_us = {k: 0.0 for k in KINDS}
+    by_name: dict[str, list] = {}
     intervals = []
     for ev in device:
         k = kind(ev)
         counts[k] += 1
         dur = float(ev.get("dur", 0.0))
         gpu_us[k] += dur
+        tally = by_name.setdefault(str(ev.get("name", ""))[:NAME_CHARS], [0, 0.0])
+        tally[0] += 1
+        tally[1] += dur
         ts = float(ev.get("ts", 0.0))
         intervals.append((ts, ts + dur))
     host = [float(ev["dur"]) for ev in evs if ev.get("cat") == "user_annotation" and ev.get("ph") == "X"
             and DECODE_STEP.match(str(ev.get("name", "")))]
     return {"file": path.name, "prepare": counts["prepare"], "fa3_main": counts["fa3_main"], "counts": counts,
             "gpu_us": {k: round(v, 3) for k, v in gpu_us.items()}, "busy_us": round(_busy(intervals), 3),
+            "by_name": {name: [n, round(us, 3)] for name, (n, us) in sorted(by_name.items())},
             "span_us": round(max(b for _, b in intervals) - min(a for a, _ in intervals), 3) if intervals else 0.0,
             "host_step_us": ({"median": statistics.median(host), "n": len(host)} if host else None),
             "graph_launch_us": graph_launches(evs), "graph_replay_us": graph_replays(evs, device)}
@@ -140,4 +149,6 @@ def per_step(counts: dict, layers: int) -> dict:
            "gpu_us": {k: us / steps for k, us in counts.get("gpu_us", {}).items()}}
     if "busy_us" in counts:
         per["busy_us"], per["period_us"] = counts["busy_us"] / steps, counts["span_us"] / steps
+    if "by_name" in counts:  # [count, GPU us] per step of every device event name
+        per["by_name"] = {name: [n / steps, us / steps] for name, (n, us) in counts["by_name"].items()}
     return {"steps": steps, "prepare_per_step": counts["prepare"] / steps, "per_step": per}

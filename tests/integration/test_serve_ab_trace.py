@@ -142,3 +142,20 @@ def test_a_graph_replays_gpu_span_and_busy_come_from_its_launchs_correlation(tmp
     got = trace.count(write(tmp_path / "t.json", events))["graph_replay_us"]
     assert got == {"span": (34 + 38) / 2, "busy": 30.0, "n": 2}
     assert trace.count(write(tmp_path / "e.json", [kernel(MAIN)]))["graph_replay_us"] is None
+
+
+def test_device_events_are_tallied_by_name_per_step(tmp_path):
+    """Two fresh servers can run the same kernel counts with other GEMM variants: the names tell them apart."""
+    def short(name):
+        return name[:trace.NAME_CHARS]
+    long_name = "void gemm_" + "x" * 300
+    events = decode_steps(4, 2, prepare_per_layer=False) + [timed(long_name, 0, 8.0)] * 4
+    counts = trace.count(write(tmp_path / "t.json", events))
+    assert counts["by_name"][short(MAIN)] == [8, 16.0] and counts["by_name"][short(COMBINE)] == [8, 16.0]
+    assert counts["by_name"][short(long_name)] == [4, 32.0] and len(short(long_name)) < len(long_name)
+    assert sum(n for n, _ in counts["by_name"].values()) == sum(counts["counts"].values())
+    per = trace.per_step(counts, layers=2)["per_step"]["by_name"]
+    assert per[short(MAIN)] == [2.0, 4.0] and per[short(long_name)] == [1.0, 8.0]
+    real = trace.count(Path(__file__).with_name("data") / "torch-2.11-h200-fa3-eager.trace.json.gz")
+    assert sum(n for name, (n, _) in real["by_name"].items() if trace.PREPARE in name) == 60
+    assert sum(us for _, us in real["by_name"].values()) == pytest.approx(sum(real["gpu_us"].values()), abs=1e-6)
