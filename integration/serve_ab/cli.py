@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import commands, logprobs, plan as plans, profiling, variants, workloads
+from . import commands, environment, logprobs, plan as plans, profiling, variants, workloads
 from .errors import UsageError
 from .results import STATE, State, resume
 from .runner import Context, Settings, load_current, model_dir, run_plan
@@ -129,11 +129,14 @@ def make_settings(a: argparse.Namespace) -> Settings:
                     stop_on_error=a.stop_on_error, retry_failed=a.retry_failed)
 
 
-def dry_run(plan: plans.Plan, s: Settings) -> str:
+def dry_run(state: State, s: Settings) -> str:
+    """The runs a ``run`` here would do (``State.pending``: a resumed plan's rest, a new machine's warm-ups
+    included), each with its commands, and the expected wall time of them."""
+    plan = state.plan
     inherited = dict(os.environ) if s.env_sh is None else {}
     seed_dist = s.out / "seed-baseline-dist"
     lines = [] if s.env_sh is None else [f"# every command runs after: source {s.env_sh}"]
-    runs = plan.runs()
+    runs = state.pending(s.retry_failed, environment.machine())
     for i, run in enumerate(runs, 1):
         run_dir = s.out / "runs" / run.id
         model = model_dir(s.models_dir, run.model)
@@ -148,7 +151,7 @@ def dry_run(plan: plans.Plan, s: Settings) -> str:
             lines.append(commands.shell({}, commands.bench_argv(plan.engine, model, s.port, w, result)))
         lines.append(f"# profile: {profiling.REQUESTS} streaming requests, POST /start_profile, "
                      f"{plan.profile_seconds} s, POST /stop_profile; then the server is stopped")
-    lines.append(f"# expected wall time: about {estimate_s(plan) / 60:.1f} min ({len(runs)} servers)")
+    lines.append(f"# expected wall time: about {estimate_s(plan, runs) / 60:.1f} min ({len(runs)} servers)")
     return "\n".join(lines)
 
 
@@ -157,12 +160,13 @@ def dry_run(plan: plans.Plan, s: Settings) -> str:
 START_WARM_S, START_COLD_S, CLIENT_S, PROFILE_S, STOP_S = 50.0, 150.0, 8.0, 8.0, 5.0
 
 
-def estimate_s(plan: plans.Plan) -> float:
-    """What --dry-run promises: warm starts, one cold start per model, clients, profile, logprobs, stop."""
+def estimate_s(plan: plans.Plan, runs: list[plans.Run]) -> float:
+    """What --dry-run promises for ``runs``: per server a warm start, clients, profile, logprobs and stop; each
+    model's first server among them counts as cold (on a new machine, its extra warm-up; resumed on the same
+    machine, this errs long)."""
     per_server = START_WARM_S + STOP_S + PROFILE_S + plan.profile_seconds + len(logprobs.PROMPT_LENGTHS)
     per_server += sum(CLIENT_S + w.num_prompts / w.concurrency * w.output_len * 0.01 for w in plan.workloads)
-    runs = len(plan.runs())
-    return runs * per_server + len(plan.models) * (START_COLD_S - START_WARM_S)
+    return len(runs) * per_server + len({run.model for run in runs}) * (START_COLD_S - START_WARM_S)
 
 
 def _runner_pid(out: Path) -> int | None:
@@ -195,11 +199,11 @@ def _background(argv: list[str], out: Path) -> int:
 
 def cmd_run(a: argparse.Namespace, argv: list[str]) -> int:
     plan, s = make_plan(a), make_settings(a)
+    state = resume(s.out, plan)
     if a.dry_run:
-        print(dry_run(plan, s))
+        print(dry_run(state, s))
         return 0
     _lock(s.out)
-    state = resume(s.out, plan)
     ctx = Context.prepare(plan, s)  # bad environment or model dirs: said here, before anything starts
     s.out.mkdir(parents=True, exist_ok=True)
     state.save(s.out)  # status works from the first second on

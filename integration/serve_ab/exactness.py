@@ -68,25 +68,27 @@ def _classes(offs: list[dict], controls: list) -> int:
     return len({root(i) for i in parent})
 
 
-def _classes_verdict(v: str, recs: list[dict], offs: list[dict], pairs: list, controls: list) -> str:
-    """The verdict on ``v`` when the off controls differ among themselves."""
+def _classes_verdict(v: str, recs: list[dict], offs: list[dict], pairs: list, controls: list) -> tuple[str, str]:
+    """The verdict on ``v`` (kind, detail) when the off controls differ among themselves."""
     matched = {a for a, _, d in pairs if not d}
     alone = [r["id"] for r in recs if r["id"] not in matched]
     k = _classes(offs, controls)
     bad = sum(1 for p in pairs if p[2])
     if not alone:
-        return (f"consistent: {v}: each of its {len(recs)} servers is bitwise identical to one of the {len(offs)} "
-                f"off servers, which form {k} bitwise classes among themselves (the engine's own difference across "
-                f"fresh servers): {bad} of {len(pairs)} pairs differ only as off servers differ from each other")
+        return "consistent", (f"{v}: each of its {len(recs)} servers is bitwise identical to one of the "
+                              f"{len(offs)} off servers, which form {k} bitwise classes among themselves (the "
+                              f"engine's own difference across fresh servers): {bad} of {len(pairs)} pairs differ "
+                              "only as off servers differ from each other")
     reproduced = {i for a, b, d in controls if not d for i in (a, b)}
     on_rate, off_rate = (len(recs) - len(alone), len(recs)), (len(reproduced), len(offs))
     p = fisher_fewer(on_rate[0], on_rate[1], off_rate[0], off_rate[1])
     rates = (f"{on_rate[0]} of {on_rate[1]} {v} servers equal an off server, {off_rate[0]} of {off_rate[1]} off "
              f"servers equal another (one-sided Fisher p = {p:.3g})")
     if p < ALPHA:
-        return f"FAILURE: {v}: {', '.join(alone)} bitwise equal to none of the {len(offs)} off servers: {rates}"
-    return (f"no verdict: {v}: {', '.join(alone)} bitwise equal to none of the {len(offs)} off servers, which form "
-            f"{k} classes among themselves; {rates}: the engine's own difference across fresh servers is as large")
+        return "FAILURE", f"{v}: {', '.join(alone)} bitwise equal to none of the {len(offs)} off servers: {rates}"
+    return "no verdict", (f"{v}: {', '.join(alone)} bitwise equal to none of the {len(offs)} off servers, which "
+                          f"form {k} classes among themselves; {rates}: the engine's own difference across fresh "
+                          "servers is as large")
 
 
 def _ids_only(variants: list[str], by_variant: dict[str, list[dict]]) -> bool:
@@ -97,7 +99,13 @@ def _ids_only(variants: list[str], by_variant: dict[str, list[dict]]) -> bool:
 class Judgement(NamedTuple):
     cell: str  # the table's text: pairs identical, the worst pair
     identical: str  # "k of n pairs identical" (greedy records: the same as ``cell``)
-    line: str | None  # the verdict line (FAILURE, consistent, no verdict, unexplained), if any
+    kind: str | None = None  # the verdict: FAILURE, consistent, no verdict, unexplained; None when there is none
+    detail: str = ""  # the verdict line after its kind
+
+    @property
+    def line(self) -> str | None:
+        """The verdict line, led by its kind (which the README headline shows alone)."""
+        return f"{self.kind}: {self.detail}" if self.kind else None
 
 
 def judge(variants: list[str], by_variant: dict[str, list[dict]]) -> dict[str, Judgement]:
@@ -106,7 +114,7 @@ def judge(variants: list[str], by_variant: dict[str, list[dict]]) -> dict[str, J
     if _ids_only(variants, by_variant):
         pool = offs or [r for v in variants for r in by_variant[v]]
         cells = {v: _greedy_cell(pool[0] if pool else None, by_variant[v]) for v in variants}
-        return {v: Judgement(c, c, None) for v, c in cells.items()}
+        return {v: Judgement(c, c) for v, c in cells.items()}
     controls = _pairs(offs, offs)
     controls = [p for p in controls if p[0] > p[1]]  # each unordered pair once
     controls_agree = bool(controls) and not any(d for _, _, d in controls)
@@ -114,17 +122,18 @@ def judge(variants: list[str], by_variant: dict[str, list[dict]]) -> dict[str, J
     for v in variants:
         pairs = controls if v == OFF else _pairs(by_variant[v], offs)
         bad = [p for p in pairs if p[2]]
-        line = None
+        kind, detail = None, ""
         if v != OFF and bad:
             if controls_agree:
-                line = (f"FAILURE: {v}: {len(bad)} of {len(pairs)} pairs differ while the {len(controls)} "
-                        f"off-vs-off pairs are identical (first: {bad[0][0]} vs {bad[0][1]} at {bad[0][2]['first']})")
+                kind, detail = "FAILURE", (f"{v}: {len(bad)} of {len(pairs)} pairs differ while the "
+                                           f"{len(controls)} off-vs-off pairs are identical (first: {bad[0][0]} vs "
+                                           f"{bad[0][1]} at {bad[0][2]['first']})")
             elif len(offs) < 2:
-                line = (f"unexplained: {v} differs from off in {len(bad)} of {len(pairs)} pairs, but there are "
-                        "fewer than 2 off servers: no verdict on the plugin")
+                kind, detail = "unexplained", (f"{v} differs from off in {len(bad)} of {len(pairs)} pairs, but "
+                                               "there are fewer than 2 off servers: no verdict on the plugin")
             else:
-                line = _classes_verdict(v, by_variant[v], offs, pairs, controls)
-        out[v] = Judgement(_cell(pairs), _identical(pairs), line)
+                kind, detail = _classes_verdict(v, by_variant[v], offs, pairs, controls)
+        out[v] = Judgement(_cell(pairs), _identical(pairs), kind, detail)
     return out
 
 

@@ -152,11 +152,11 @@ def headline(state: State) -> list[dict]:
         for v in (v for v in plan.variants if v != OFF):
             prepare = [_prepare_values(by_variant[x])[0] for x in (OFF, v)]
             tpot = [[r["bench"][plan.workloads[0].name]["mean_tpot_ms"] for r in by_variant[x]] for x in (OFF, v)]
-            line, identical = judged[v].line, judged[v].identical
+            kind, identical = judged[v].kind, judged[v].identical
             rows.append({"model": model, "variant": v, "n": (len(by_variant[OFF]), len(by_variant[v])),
                          "prepare": tuple(statistics.median(x) if x else None for x in prepare),
                          "tpot": delta_cell("mean_tpot_ms", *tpot), "workload": plan.workloads[0].label(),
-                         "logprobs": f"{line.split(':', 1)[0]}: {identical}" if line else identical,
+                         "logprobs": f"{kind}: {identical}" if kind else identical,
                          "control": judged[OFF].identical})
     return rows
 

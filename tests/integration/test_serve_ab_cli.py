@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from integration.serve_ab import results
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -71,6 +73,23 @@ def test_warmup_servers_come_first_per_model_and_the_dry_run_ends_with_an_estima
     per_server = 50 + 5 + 8 + 2 + 4 + 8 + 8 / 4 * 128 * 0.01
     assert lines[-1] == f"# expected wall time: about {(10 * per_server + 2 * 100) / 60:.1f} min (10 servers)"
     assert any(line.startswith("# logprobs: prompts of 16, 300, 1000, 2500 tokens x 24 new") for line in lines)
+
+
+def test_a_resumed_plan_dry_runs_what_run_would_do_a_new_machine_s_warm_up_first_and_cold(tmp_path, plan_from):
+    """The listing and the estimate come from ``State.pending``: the rest of the plan, led on this machine (not the
+    one that ran the first runs) by one more warm-up, a cold start like a fresh plan's first server."""
+    def args(out, repeats):
+        return ("--engine", "vllm", "--models", "m", "--variants", "off,on", "--warmup", "1", "--workloads",
+                "decode-c4", "--repeats", repeats, "--out", str(tmp_path / out))
+    plan, s = plan_from(*args("o", "2"))
+    s.out.mkdir()
+    results.State(plan, {run.id: {"id": run.id, "model": run.model, "repeat": run.repeat, "status": "ok",
+                                  "server_start_s": 60.0, "machine": "a-machine-given-back"}
+                         for run in plan.runs()[:3]}).save(s.out)  # w1, r1-off, r1-on
+    resumed = dry_run(*args("o", "2"))
+    assert [line.split()[-1] for line in resumed if line.startswith("# run ")] == ["m-tp1-w2-off", "m-tp1-r2-off",
+                                                                                   "m-tp1-r2-on"]
+    assert resumed[-1] == dry_run(*args("fresh", "1"))[-1]  # w1, r1-off, r1-on: as many servers, one cold
 
 
 def test_sglang_variants_differ_only_in_their_environment(tmp_path):

@@ -132,3 +132,19 @@ def test_verdict_all_identical_has_no_failure_and_old_records_say_ids_only():
     old = {"off": [{"id": "x", "greedy": {"output_ids": [[1, 2]]}}], "on": [{"id": "y", "greedy": {"output_ids": [[1, 3]]}}]}
     rows, failures = exactness.verdict(["off", "on"], old)
     assert rows[-1] == "| on | greedy ids only (older record): NO in 1 of 1: y: prompt 0 differs at token 1 |"
+
+
+def test_each_verdict_names_its_kind_which_leads_its_line():
+    """The README headline shows a verdict's kind alone (``table.headline``): a field, not text read back."""
+    one, two = _record(), _shifted(1e-3)
+    agree = [_rec("a-off", "off", one), _rec("b-off", "off", one)]
+    classes = [_rec("a-off", "off", one), _rec("b-off", "off", two), _rec("c-off", "off", one)]
+    cases = {None: {"off": agree, "on": [_rec("a-on", "on", one)]},
+             "FAILURE": {"off": agree, "on": [_rec("a-on", "on", two)]},
+             "unexplained": {"off": agree[:1], "on": [_rec("a-on", "on", two)]},
+             "consistent": {"off": classes, "on": [_rec("a-on", "on", two)]},
+             "no verdict": {"off": classes, "on": [_rec("a-on", "on", _shifted(2e-3))]}}
+    for kind, by in cases.items():
+        judged = exactness.judge(["off", "on"], by)
+        assert (judged["on"].kind, judged["off"].kind, judged["off"].line) == (kind, None, None)
+        assert judged["on"].line is None if kind is None else judged["on"].line.startswith(f"{kind}: on")
