@@ -1,0 +1,174 @@
+"""How fresh servers' recorded logprobs differ: tie reorderings or real numbers (stdlib only).
+
+    python3 benchmarks/logprob_diff_analysis.py benchmarks/results/real-engines/vllm-small/results.json.xz [more ...]
+
+Reads serve_ab ``results.json`` files (or ``.json.xz``); several files are pooled per model (run ids
+get the plan folder's name), so classes can be matched across plans and machines. Per model: the
+bitwise classes of all ok servers (warm-ups included) with what each record holds about its server
+(start, machine, GPU time per decode step of the non-FA3 kernels, compile cache);
+how often exact ties occur in the top-k lists; a matrix of differing positions between classes; then,
+for every pair of classes that hold an ``off`` server, each prompt's top-k lists compared position by
+position:
+
+- ``same``: bitwise identical;
+- ``tie``: the same multiset of logprob values under other ids (equal values reordered, or another
+  id with an equal value entering the top-k at its boundary);
+- ``numeric``: the values differ.
+
+For numeric positions: the first one; max |diff| over ids in both lists per quarter of the sequence
+(does it grow?); ``shift only``: every listed id moved by the same amount (only the log-sum-exp
+moved, all listed logits held); the per-id diffs as the position's (low) median diff, i.e. that
+id's logit held, or that +-2**-6 (one bf16 step of a logit in [2, 4)), or other. A pair is
+``propagating`` when some prompt differs at more than half of the positions from its first numeric
+one on, else ``isolated``.
+"""
+
+from __future__ import annotations
+
+import json
+import lzma
+import statistics
+import sys
+from collections import Counter
+from pathlib import Path
+
+TOPS = ("prompt_top", "output_top")
+
+
+def load(path: str) -> dict:
+    opener = lzma.open if path.endswith(".xz") else open
+    with opener(path, "rt") as f:
+        return json.load(f)
+
+
+def classes(runs: list[dict]) -> list[list[dict]]:
+    """Runs grouped by bitwise-identical logprobs, in the order the first of each ran."""
+    groups: dict[str, list[dict]] = {}
+    for r in runs:
+        groups.setdefault(json.dumps(r["logprobs"]["prompts"], sort_keys=True), []).append(r)
+    return list(groups.values())
+
+
+def kind(x, y) -> str:
+    if x == y:
+        return "same"
+    if x is None or y is None:
+        return "numeric"
+    return "tie" if sorted(v for _, v in x) == sorted(v for _, v in y) else "numeric"
+
+
+def tie_stats(prompts: list[dict], section: str, k: int) -> tuple[int, int, int]:
+    """(positions, positions whose top-k values hold a repeat, positions whose k-th value repeats)."""
+    n = repeat = boundary = 0
+    for p in prompts:
+        for top in p[section]:
+            if not top:
+                continue
+            vals = sorted((v for _, v in top), reverse=True)[:k]  # vLLM adds the prompt token's entry
+            n += 1
+            repeat += len(set(vals)) < len(vals)
+            boundary += len(vals) == k and vals[-1] == vals[-2]
+    return n, repeat, boundary
+
+
+def other_us(run: dict) -> str:
+    """GPU us per decode step of the kernels the census calls 'other' (not FA3), rank 0's profile window."""
+    try:
+        return f"{run['profile']['ranks'][0]['per_step']['gpu_us']['other']:.1f}"
+    except (KeyError, IndexError, TypeError):
+        return "-"
+
+
+def compare_top(xs: list, ys: list) -> dict:
+    counts, first, quarters, resid, shift_only = Counter(), None, [0.0] * 4, Counter(), 0
+    for pos, (x, y) in enumerate(zip(xs, ys)):
+        c = kind(x, y)
+        counts[c] += 1
+        if c != "numeric" or x is None or y is None:
+            continue
+        first = pos if first is None else first
+        nx, ny = dict(x), dict(y)
+        diffs = [ny[i] - nx[i] for i in nx.keys() & ny.keys()]
+        if not diffs:
+            continue
+        q = pos * 4 // len(xs)
+        quarters[q] = max(quarters[q], max(abs(d) for d in diffs))
+        shift_only += len(set(diffs)) == 1 and nx.keys() == ny.keys()
+        shift = statistics.median_low(diffs)  # one id's diff: the log-sum-exp shift if its logit held
+        resid.update("held" if d == shift else "step" if abs(abs(d - shift) - 2 ** -6) < 1e-4 else "other"
+                     for d in diffs)
+    return {"counts": counts, "first": first, "quarters": quarters, "resid": resid, "shift_only": shift_only,
+            "propagating": first is not None and 2 * counts["numeric"] > len(xs) - first}
+
+
+def differing(a: dict, b: dict) -> str:
+    """Differing positions per prompt (top-k lists of prompt and output together)."""
+    return "/".join(str(sum(u != v for s in TOPS for u, v in zip(x[s], y[s])))
+                    for x, y in zip(a["prompts"], b["prompts"]))
+
+
+def describe_pair(a: dict, b: dict, lengths: list[int]) -> list[str]:
+    out, resid, propagating = [], Counter(), False
+    for p, (x, y) in enumerate(zip(a["prompts"], b["prompts"])):
+        ids = [i for i, (u, v) in enumerate(zip(x["output_ids"], y["output_ids"])) if u != v]
+        gen = "identical" if not ids else f"differ from step {ids[0]} ({len(ids)} of {len(x['output_ids'])})"
+        out.append(f"    prompt {p} ({lengths[p]} tokens): generated ids {gen}")
+        for s in TOPS:
+            c = compare_top(x[s], y[s])
+            resid += c["resid"]
+            propagating |= c["propagating"]
+            n, q = sum(c["counts"].values()), " ".join(f"{v:.2g}" for v in c["quarters"])
+            out.append(f"      {s:10s} same {c['counts']['same']:4d}  tie {c['counts']['tie']:3d}  numeric "
+                       f"{c['counts']['numeric']:4d} of {n:4d} (shift only {c['shift_only']:4d}); first numeric at "
+                       f"{c['first']}; max|diff| per quarter {q}")
+    total = sum(resid.values()) or 1
+    out.append(f"    {'propagating' if propagating else 'isolated'}; ids in both lists at numeric positions: "
+               f"logit held {resid['held'] / total:.0%}, one bf16 step (2**-6) {resid['step'] / total:.0%}, "
+               f"other {resid['other'] / total:.0%}")
+    return out
+
+
+def report(runs: list[dict]) -> list[str]:
+    out = []
+    for model in sorted({r["model"] for r in runs}):
+        mine = [r for r in runs if r["model"] == model]
+        groups = classes(mine)
+        label = {r["id"]: chr(ord("A") + i) for i, g in enumerate(groups) for r in g}
+        out.append(f"== {model}: {len(mine)} servers, {len(groups)} bitwise classes")
+        out.append("  class  server                                               started                   start s  "
+                   "machine   other us/step  compile")
+        for r in mine:
+            machine = (r.get("machine") or "-")[:8]
+            out.append(f"  {label[r['id']]:5s}  {r['id']:52s} {r.get('started')}  {r.get('server_start_s'):7}  "
+                       f"{machine:8s}  {other_us(r):>13s}  {(r.get('server') or {}).get('compile')}")
+        lp = mine[0]["logprobs"]
+        for s, k in (("prompt_top", lp["prompt_top"]), ("output_top", lp["top"])):
+            n, rep, bnd = tie_stats(lp["prompts"], s, k)
+            out.append(f"  ties in {mine[0]['id']} {s} (top {k}): {rep} of {n} positions hold a repeated value, "
+                       f"{bnd} a repeated k-th value")
+        out.append("  differing top-k positions per prompt (" + "/".join(map(str, lp["prompt_lengths"])) + " tokens):")
+        for g in groups:
+            out.append(f"    {label[g[0]['id']]}  " + " ".join(f"{differing(g[0]['logprobs'], h[0]['logprobs']):>18s}"
+                                                         for h in groups))
+        offs = [next(r for r in g if r["variant"] == "off") for g in groups if any(r["variant"] == "off" for r in g)]
+        for i, a in enumerate(offs):
+            for b in offs[i + 1:]:
+                out.append(f"  class {label[a['id']]} vs {label[b['id']]} ({a['id']} vs {b['id']}):")
+                out += describe_pair(a["logprobs"], b["logprobs"], lp["prompt_lengths"])
+    return out
+
+
+def main(paths: list[str]) -> None:
+    runs = []
+    for path in paths:
+        data, plan = load(path), Path(path).resolve().parent.name
+        for r in data["runs"].values():
+            if r.get("status") == "ok" and r.get("logprobs"):
+                runs.append(dict(r, id=f"{plan}:{r['id']}" if len(paths) > 1 else r["id"]))
+    print("\n".join(report(runs)))
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 2:
+        raise SystemExit(__doc__)
+    main(sys.argv[1:])

@@ -1,0 +1,37 @@
+"""benchmarks/logprob_diff_analysis.py: ties told from numbers, classes, and a run on a committed plan."""
+
+import importlib.util
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+spec = importlib.util.spec_from_file_location("logprob_diff_analysis", ROOT / "benchmarks" / "logprob_diff_analysis.py")
+lda = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(lda)
+
+
+def test_kind_tells_a_boundary_tie_from_a_numeric_difference():
+    a = [[1, -9.0], [2, -9.5], [3, -9.5]]
+    assert lda.kind(a, list(a)) == "same"
+    assert lda.kind(a, [[1, -9.0], [2, -9.5], [4, -9.5]]) == "tie"  # another id with an equal value
+    assert lda.kind(a, [[1, -9.0], [2, -9.5], [3, -9.4]]) == "numeric"
+    assert lda.kind(None, a) == "numeric"
+
+
+def test_compare_top_counts_first_numeric_shift_only_and_propagation():
+    xs = [None, [[1, -9.0], [2, -9.5]], [[1, -9.0], [2, -9.5]], [[1, -9.0], [2, -9.5]]]
+    ys = [None, [[1, -9.0], [2, -9.5]], [[1, -9.25], [2, -9.75]], [[1, -9.0], [3, -9.5]]]
+    c = lda.compare_top(xs, ys)
+    assert (c["counts"]["same"], c["counts"]["tie"], c["counts"]["numeric"]) == (2, 1, 1)
+    assert c["first"] == 2 and c["shift_only"] == 1 and not c["propagating"]
+
+
+def test_classes_group_bitwise_identical_records():
+    rec = lambda v: {"logprobs": {"prompts": [{"prompt_top": [[[1, v]]]}]}}  # noqa: E731
+    runs = [dict(rec(-1.0), id="a"), dict(rec(-2.0), id="b"), dict(rec(-1.0), id="c")]
+    assert [[r["id"] for r in g] for g in lda.classes(runs)] == [["a", "c"], ["b"]]
+
+
+def test_report_on_the_committed_sglang_plan_finds_one_class(capsys):
+    lda.main([str(ROOT / "benchmarks/results/real-engines/sglang-small/results.json.xz")])
+    out = capsys.readouterr().out
+    assert "11 servers, 1 bitwise classes" in out and "96 of 96 positions hold a repeated value" in out
