@@ -199,11 +199,11 @@ def _background(argv: list[str], out: Path) -> int:
 
 def cmd_run(a: argparse.Namespace, argv: list[str]) -> int:
     plan, s = make_plan(a), make_settings(a)
-    state = resume(s.out, plan)
     if a.dry_run:
-        print(dry_run(state, s))
+        print(dry_run(resume(s.out, plan), s))
         return 0
     _lock(s.out)
+    state = resume(s.out, plan)
     ctx = Context.prepare(plan, s)  # bad environment or model dirs: said here, before anything starts
     s.out.mkdir(parents=True, exist_ok=True)
     state.save(s.out)  # status works from the first second on
