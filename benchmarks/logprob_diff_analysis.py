@@ -21,6 +21,11 @@ moved, all listed logits held); the per-id diffs as the position's (low) median 
 id's logit held, or that +-2**-6 (one bf16 step of a logit in [2, 4)), or other. A pair is
 ``propagating`` when some prompt differs at more than half of the positions from its first numeric
 one on, else ``isolated``.
+
+Records with the census by kernel name (``per_step.by_name``, from 2026-12-06) also get, for every class
+against the largest one, the kernels it runs that the largest class does not (or the other way round) and
+those whose GPU time per step lies more than ``SLACK`` and ``MIN_US`` outside the largest class's range:
+which kernel a class runs differently.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from collections import Counter
 from pathlib import Path
 
 TOPS = ("prompt_top", "output_top")
+SLACK, MIN_US = 0.03, 0.5
 
 
 def load(path: str) -> dict:
@@ -77,6 +83,33 @@ def other_us(run: dict) -> str:
         return f"{run['profile']['ranks'][0]['per_step']['gpu_us']['other']:.1f}"
     except (KeyError, IndexError, TypeError):
         return "-"
+
+
+def by_name(run: dict) -> dict | None:
+    """[count, GPU us] per decode step of each kernel name, rank 0's profile window; None before the field."""
+    try:
+        return run["profile"]["ranks"][0]["per_step"]["by_name"]
+    except (KeyError, IndexError, TypeError):
+        return None
+
+
+def kernel_outliers(group: list[dict], reference: list[dict]) -> list[str]:
+    """Kernels ``group``'s servers run other than every ``reference`` server: present in one side only, or
+    GPU time per step more than SLACK and MIN_US outside the reference's range."""
+    refs = [t for t in map(by_name, reference) if t]
+    out = []
+    for run in group:
+        mine = by_name(run)
+        if not mine or not refs:
+            continue
+        for name in sorted(mine.keys() | {n for t in refs for n in t}):
+            n, us = mine.get(name, (0.0, 0.0))
+            ref = [t.get(name, (0.0, 0.0)) for t in refs]
+            lo, hi = min(u for _, u in ref), max(u for _, u in ref)
+            outside = min(abs(us - lo), abs(us - hi)) if not lo * (1 - SLACK) <= us <= hi * (1 + SLACK) else 0.0
+            if (n == 0) != any(c == 0 for c, _ in ref) or outside > MIN_US:
+                out.append(f"    {run['id']}: {name[:100]}: {n:.2f} per step, {us:.2f} us (reference {lo:.2f}-{hi:.2f} us)")
+    return out
 
 
 def compare_top(xs: list, ys: list) -> dict:
@@ -150,6 +183,10 @@ def report(runs: list[dict]) -> list[str]:
         for g in groups:
             out.append(f"    {label[g[0]['id']]}  " + " ".join(f"{differing(g[0]['logprobs'], h[0]['logprobs']):>18s}"
                                                          for h in groups))
+        largest = max(groups, key=len)
+        for g in (g for g in groups if g is not largest):
+            out.append(f"  kernels class {label[g[0]['id']]} runs other than class {label[largest[0]['id']]}:")
+            out += kernel_outliers(g, largest) or ["    none (or no census by kernel name in these records)"]
         offs = [next(r for r in g if r["variant"] == "off") for g in groups if any(r["variant"] == "off" for r in g)]
         for i, a in enumerate(offs):
             for b in offs[i + 1:]:

@@ -109,6 +109,7 @@ def host_table(name: str) -> str:
 # plan -> the case it measured (its numbers come from the plan)
 HEADLINE = {"vllm-small": "vLLM 0.26, gemma-3-1b-like (host-bound), CUDA graphs",
             "vllm-small-after-restructure": "the same after the restructure, another machine (cut by device time)",
+            "vllm-small-h100": "the same on an H100 (4 + 4, what the device time allowed)",
             "sglang-small": "SGLang 0.5.16, gemma-3-1b-like, CUDA graphs",
             "sglang-eagle": "SGLang 0.5.16, Qwen3-32B TP4 rank + EAGLE3 draft (topk 1), CUDA graphs (cut by device time)",
             "vllm-gemma": "vLLM 0.26, Gemma-3-12B-like (40 sliding : 8 full), CUDA graphs (2 machines; cut by device time)",

@@ -35,3 +35,16 @@ def test_report_on_the_committed_sglang_plan_finds_one_class(capsys):
     lda.main([str(ROOT / "benchmarks/results/real-engines/sglang-small/results.json.xz")])
     out = capsys.readouterr().out
     assert "11 servers, 1 bitwise classes" in out and "96 of 96 positions hold a repeated value" in out
+
+
+def test_kernel_outliers_name_the_kernel_a_class_runs_otherwise():
+    def rec(rid, red_us, extra=None):
+        names = {"gemm": [26.0, 350.0], "triton_red_fused_3": [25.0, red_us], **(extra or {})}
+        return {"id": rid, "profile": {"ranks": [{"per_step": {"by_name": names}}]}}
+    reference = [rec("r1", 30.8), rec("r2", 31.7)]
+    assert lda.kernel_outliers([rec("r3", 31.9)], reference) == []  # inside the slack
+    (line,) = lda.kernel_outliers([rec("w1", 34.1)], reference)
+    assert line.startswith("    w1: triton_red_fused_3: 25.00 per step, 34.10 us")
+    (line,) = lda.kernel_outliers([rec("w2", 31.0, {"splitK": [26.0, 40.0]})], reference)
+    assert "w2: splitK" in line
+    assert lda.kernel_outliers([{"id": "old", "profile": {"ranks": [{"per_step": {}}]}}], reference) == []
