@@ -77,20 +77,21 @@ def tie_stats(prompts: list[dict], section: str, k: int) -> tuple[int, int, int]
     return n, repeat, boundary
 
 
+def per_step(run: dict) -> dict:
+    """The census per decode step of rank 0's profile window ({} without one)."""
+    ranks = (run.get("profile") or {}).get("ranks") or [{}]
+    return ranks[0].get("per_step") or {}
+
+
 def other_us(run: dict) -> str:
-    """GPU us per decode step of the kernels the census calls 'other' (not FA3), rank 0's profile window."""
-    try:
-        return f"{run['profile']['ranks'][0]['per_step']['gpu_us']['other']:.1f}"
-    except (KeyError, IndexError, TypeError):
-        return "-"
+    """GPU us per decode step of the kernels the census calls 'other' (not FA3)."""
+    other = per_step(run).get("gpu_us", {}).get("other")
+    return "-" if other is None else f"{other:.1f}"
 
 
 def by_name(run: dict) -> dict | None:
-    """[count, GPU us] per decode step of each kernel name, rank 0's profile window; None before the field."""
-    try:
-        return run["profile"]["ranks"][0]["per_step"]["by_name"]
-    except (KeyError, IndexError, TypeError):
-        return None
+    """[count, GPU us] per decode step of each kernel name; None before the field."""
+    return per_step(run).get("by_name")
 
 
 def kernel_outliers(group: list[dict], reference: list[dict]) -> list[str]:
