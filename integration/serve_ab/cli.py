@@ -205,6 +205,7 @@ def cmd_run(a: argparse.Namespace, argv: list[str]) -> int:
     _lock(s.out)
     state = resume(s.out, plan)
     ctx = Context.prepare(plan, s)  # bad environment or model dirs: said here, before anything starts
+    state.check_cards(ctx.cards)
     s.out.mkdir(parents=True, exist_ok=True)
     state.save(s.out)  # status works from the first second on
     if a.background:

@@ -111,6 +111,15 @@ class State:
             out.append(run)
         return out
 
+    def check_cards(self, cards: list[str]) -> None:
+        """Refuse to go on with a plan on other cards than its servers ran on: its deltas and intervals pool
+        every server, and an H100's timings are not an H200's (the device tool serves either)."""
+        ran = {tuple(rec["cards"]) for rec in self.runs.values() if rec.get("cards")} - {tuple(cards)}
+        if ran:
+            raise UsageError(f"this plan's servers ran on {' / '.join(', '.join(c) for c in sorted(ran))}, this "
+                             f"machine has {', '.join(cards)}; accepted: the same cards to continue it, or a new "
+                             "--out for a new plan")
+
     def save(self, out: Path) -> None:
         write_json(out / STATE, self.to_json())
 

@@ -370,3 +370,21 @@ def test_a_plan_resumed_on_another_boot_warms_up_first(tmp_path, engine, models_
     assert done.returncode == 0, done.stdout + done.stderr
     assert list(state(out)["runs"]) == ["m-tp1-w1-off", "m-tp1-r1-off", "m-tp1-w2-off", "m-tp1-r1-on-replace"]
     assert len(servers(engine)) == started + 2
+
+
+def test_a_plan_is_not_continued_on_other_cards(tmp_path, engine, models_dir):
+    """The device tool may serve an H100 for an H200: a resumed plan's servers must share one kind of card."""
+    out = tmp_path / "out"
+    args = plan_args("sglang", engine, models_dir, out, "--variants", "off,on-replace", "--repeats", "2")
+    assert serve_ab(*args).returncode == 0
+    recorded = state(out)
+    for run_id in ("m-tp1-r2-off", "m-tp1-r2-on-replace"):
+        del recorded["runs"][run_id]
+    for rec in recorded["runs"].values():
+        rec["cards"] = ["NVIDIA H200"]
+    (out / "results.json").write_text(json.dumps(recorded))
+    started = len(servers(engine))
+    done = serve_ab(*args)
+    assert done.returncode == 2 and len(servers(engine)) == started
+    assert done.stderr.startswith("serve_ab: error: this plan's servers ran on NVIDIA H200, this machine has ")
+    assert list(state(out)["runs"]) == ["m-tp1-r1-off", "m-tp1-r1-on-replace"]
