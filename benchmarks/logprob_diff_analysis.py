@@ -108,7 +108,8 @@ def kernel_outliers(group: list[dict], reference: list[dict]) -> list[str]:
             ref = [t.get(name, (0.0, 0.0)) for t in refs]
             lo, hi = min(u for _, u in ref), max(u for _, u in ref)
             outside = min(abs(us - lo), abs(us - hi)) if not lo * (1 - SLACK) <= us <= hi * (1 + SLACK) else 0.0
-            if (n == 0) != any(c == 0 for c, _ in ref) or outside > MIN_US:
+            present = {c > 0 for c, _ in ref}  # run by every reference server, by none, or by some
+            if present == {n == 0} or outside > MIN_US:
                 out.append(f"    {run['id']}: {name[:100]}: {n:.2f} per step, {us:.2f} us (reference {lo:.2f}-{hi:.2f} us)")
     return out
 
