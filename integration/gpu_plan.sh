@@ -80,24 +80,27 @@ sglang_graphs_job() {  # SGLang with CUDA graphs under capture-scoped routing, a
 
 # The A/B jobs (issues 20/21): CUDA graphs, 1 cold warm-up server then REPEATS (5) fresh servers per variant,
 # alternating; a short decode workload, logprobs and a 2 s profile window (kernel census, host time per step) on
-# every server. Job NAME runs its engine's checks first, then the runner with ${NAME^^}.
+# every server. Job NAME runs its engine's checks first, then the runner with ${NAME^^}. A larger REPEATS grows a
+# carried plan; TAG=h100 writes to vllm-gemma-h100 etc., a new plan beside a carried one of other cards (the
+# runner refuses to mix cards in one plan).
 AB=(--repeats "${REPEATS:-5}" --warmup 1 --workloads decode-c4 --override decode-c4:output=128,prompts=8 --profile-seconds 2)
 VLLM_AB=(--engine vllm --env /tmp/engines/$VLLM/env.sh "${AB[@]}" --variants off,on
   --extra-server-args "--max-cudagraph-capture-size 16 --max-num-seqs 16")
 SGLANG_AB=(--engine sglang --env /tmp/engines/$SGLANG/env.sh "${AB[@]}" --variants off,on-replace
   --extra-server-args "--cuda-graph-max-bs 16 --max-running-requests 16")
 AB_JOBS="vllm_small sglang_small vllm_gemma sglang_eagle vllm_gptoss"
+SUFFIX=${TAG:+-$TAG}
 # the host-bound small model with seeded weights (make_models.py --weights)
-VLLM_SMALL=("${VLLM_AB[@]}" --models gemma-3-1b-like --out $PLAN/vllm-small)
-SGLANG_SMALL=("${SGLANG_AB[@]}" --models gemma-3-1b-like --out $PLAN/sglang-small)
+VLLM_SMALL=("${VLLM_AB[@]}" --models gemma-3-1b-like --out $PLAN/vllm-small$SUFFIX)
+SGLANG_SMALL=("${SGLANG_AB[@]}" --models gemma-3-1b-like --out $PLAN/sglang-small$SUFFIX)
 # Gemma-3-12B-like, dummy weights
-VLLM_GEMMA=("${VLLM_AB[@]}" --models gemma-3-like --out $PLAN/vllm-gemma)
+VLLM_GEMMA=("${VLLM_AB[@]}" --models gemma-3-like --out $PLAN/vllm-gemma$SUFFIX)
 # SGLang's speculative path: Qwen3-32B TP4 rank + an EAGLE3 draft (topk 1, 3 steps, 4 draft tokens), so target
 # verify and draft decode run with the plugin in a real engine; dummy weights
-SGLANG_EAGLE=("${SGLANG_AB[@]}" --models qwen3-32b-tp4-rank+eagle3 --out $PLAN/sglang-eagle)
+SGLANG_EAGLE=("${SGLANG_AB[@]}" --models qwen3-32b-tp4-rank+eagle3 --out $PLAN/sglang-eagle$SUFFIX)
 # gpt-oss-20b-like (alternating sliding 128 / full, sinks, MoE), the live vLLM case of FA3 with AOT scheduling
 # off; needs the part's MoE ops; dummy weights
-VLLM_GPTOSS=("${VLLM_AB[@]}" --models gpt-oss-20b-like --out $PLAN/vllm-gptoss)
+VLLM_GPTOSS=("${VLLM_AB[@]}" --models gpt-oss-20b-like --out $PLAN/vllm-gptoss$SUFFIX)
 
 vllm_checks() {  # the exactness suites on the engine's FA3 library and fa3-fwd (.gpu/fa3_fwd carried beside
   # the part), then host time per call (~2 min)

@@ -125,12 +125,17 @@ class State:
 
 
 def resume(out: Path, plan: Plan) -> State:
-    """The state in ``out`` for ``plan``: a fresh one, or the earlier one if it is the same plan."""
+    """The state in ``out`` for ``plan``: a fresh one, or the earlier one if it is the same plan. More
+    ``--repeats`` grow it by whole groups of fresh servers after the recorded ones (how an interval
+    narrows); fewer would orphan recorded servers, so they are refused like any other difference."""
     if not (out / STATE).exists():
         return State(plan)
     state = State.load(out)
     diff = state.plan.differences(plan)
+    if diff == ["repeats"] and plan.repeats > state.plan.repeats:
+        return State(plan, state.runs)
     if diff:
         raise UsageError(f"{out} holds a different plan (differs in {', '.join(diff)}); accepted: the same "
-                         "options to continue it, or a new --out for a new plan")
+                         f"options to continue it (more --repeats than its {state.plan.repeats} add servers), "
+                         "or a new --out for a new plan")
     return state

@@ -28,6 +28,13 @@ def test_each_ab_job_runs_its_engines_checks_then_its_own_plan():
         assert line.endswith(f"--out /tmp/plan/{name}")
 
 
+def test_tag_names_a_new_plan_beside_a_carried_one_and_repeats_grows_it():
+    script = f'source {SCRIPT} --functions; step() {{ echo "$*"; }}; vllm_checks() {{ :; }}; vllm_gemma_job'
+    env = {"PATH": "/usr/bin:/bin", "TAG": "h100", "REPEATS": "7"}
+    line = subprocess.run(["bash", "-c", script], check=True, capture_output=True, text=True, env=env).stdout
+    assert " --repeats 7 " in line and line.strip().endswith("--out /tmp/plan/vllm-gemma-h100")
+
+
 def test_estimate_refuses_an_unknown_job_naming_the_accepted_ones():
     done = subprocess.run(["bash", str(SCRIPT), "estimate", "vllm_nope"], capture_output=True, text=True)
     assert done.returncode == 2

@@ -7,6 +7,7 @@ Sample files in data/ follow the real schemas: SGLang 0.5.23 ``sglang/benchmark/
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -238,6 +239,24 @@ def test_resume_refuses_a_different_plan(sglang_plan, tmp_path, plan_from):
                          "--workloads", "decode-c1", "--scale", "0.2", "--out", str(out))
     with pytest.raises(UsageError, match=r"holds a different plan \(differs in workloads\)"):
         results.resume(out, other)
+
+
+def test_more_repeats_grow_a_plan_after_its_recorded_servers_and_fewer_are_refused(warm_plan, tmp_path):
+    out = tmp_path / "grow"
+    out.mkdir()
+    state = results.State(warm_plan)
+    _ran_on(state, warm_plan.runs(), "boot-1")
+    state.save(out)
+    more = dataclasses.replace(warm_plan, repeats=5)
+    grown = results.resume(out, more)
+    assert grown.plan.repeats == 5 and grown.runs == state.runs
+    assert [r.id for r in grown.pending(False, "boot-1")] == ["m-tp1-r4-off", "m-tp1-r4-on", "m-tp1-r5-off",
+                                                             "m-tp1-r5-on"]
+    with pytest.raises(UsageError, match=r"differs in repeats\); accepted: the same options to continue it "
+                                         r"\(more --repeats than its 3 add servers\)"):
+        results.resume(out, dataclasses.replace(warm_plan, repeats=2))
+    with pytest.raises(UsageError, match=r"differs in repeats, warmup\)"):
+        results.resume(out, dataclasses.replace(more, warmup=2))
 
 
 def test_report_and_status_commands_from_the_state_file(sglang_plan, tmp_path):
