@@ -113,7 +113,10 @@ HEADLINE = {"vllm-small": "vLLM 0.26, gemma-3-1b-like (host-bound), CUDA graphs"
             "sglang-small": "SGLang 0.5.16, gemma-3-1b-like, CUDA graphs",
             "sglang-eagle": "SGLang 0.5.16, Qwen3-32B TP4 rank + EAGLE3 draft (topk 1), CUDA graphs (cut by device time)",
             "vllm-gemma": "vLLM 0.26, Gemma-3-12B-like (40 sliding : 8 full), CUDA graphs (2 machines; cut by device time)",
+            "vllm-gemma-h100": "the same on an H100, one machine",
             "vllm-gemma-graphs": "the same, an older record",
+            "vllm-gptoss-h100": "vLLM 0.26, gpt-oss-20b-like (sliding 128 : full, sinks, MoE), CUDA graphs, H100 (1 + 1: "
+                                "what the device time allowed)",
             "sglang-gemma-graphs": "SGLang 0.5.16, Gemma-3-12B-like, CUDA graphs",
             "vllm-eager": "vLLM 0.26, Qwen3-32B TP4 rank, `--enforce-eager`",
             "sglang-eager": "SGLang 0.5.16, Qwen3-32B TP4 rank, `--disable-cuda-graph`"}
