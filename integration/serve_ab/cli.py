@@ -57,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "integration/models/serve_flags.json)")
     r.add_argument("--extra-server-args", default="", help='one string added after the per-model flags, '
                                                            'e.g. "--disable-cuda-graph"')
+    r.add_argument("--server-env", action="append", default=[], metavar="NAME=VALUE",
+                   help="environment of every server of every variant, e.g. TORCHINDUCTOR_DETERMINISTIC=1 "
+                        "(repeatable; part of the plan)")
     r.add_argument("--logprob-tokens", type=int, default=24,
                    help="new tokens per fixed logprob prompt (default 24)")
     r.add_argument("--warmup", type=int, default=0,
@@ -108,6 +111,7 @@ def make_plan(a: argparse.Namespace) -> plans.Plan:
         engine=a.engine, models=list(dict.fromkeys(models)), tp=_positive("--tp", a.tp), variants=chosen,
         repeats=_positive("--repeats", a.repeats), workloads=workloads.select(a.workloads, a.scale, a.override),
         server_flags={m: f + extra for m, f in flags.items()},
+        server_env=variants.check_server_env(a.engine, a.server_env),
         logprob_tokens=_positive("--logprob-tokens", a.logprob_tokens),
         warmup=_positive("--warmup", a.warmup, 0),
         profile_seconds=_positive("--profile-seconds", a.profile_seconds, 0.05),
@@ -140,7 +144,7 @@ def dry_run(state: State, s: Settings) -> str:
     for i, run in enumerate(runs, 1):
         run_dir = s.out / "runs" / run.id
         model = model_dir(s.models_dir, run.model)
-        env = variants.environment(plan.engine, run.variant, inherited, seed_dist)
+        env = variants.environment(plan.engine, run.variant, inherited, seed_dist, plan.server_env)
         lines += [f"# run {i}/{len(runs)} {run.id}",
                   commands.shell(env, commands.server_argv(plan.engine, model, plan.tp, s.port,
                                                            plan.server_flags[run.model], run_dir / "traces")),

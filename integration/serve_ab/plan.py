@@ -43,6 +43,8 @@ class Plan:
     profile_tokens: int
     logprob_tokens: int = 24
     warmup: int = 0  # cold-compile servers per model before the measured ones
+    # environment of every server of every variant (an engine setting the whole plan runs under)
+    server_env: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def runs(self) -> list[Run]:
         out = []

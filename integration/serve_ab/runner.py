@@ -118,7 +118,7 @@ def execute(plan: Plan, run: Run, s: Settings, ctx: Context) -> dict:
     run_dir.mkdir(parents=True)
     model_path = model_dir(s.models_dir, run.model)
     trace_dir = run_dir / "traces"
-    own_env = variants.environment(plan.engine, run.variant, ctx.env, ctx.seed_dist)
+    own_env = variants.environment(plan.engine, run.variant, ctx.env, ctx.seed_dist, plan.server_env)
     argv = commands.server_argv(plan.engine, model_path, plan.tp, s.port, plan.server_flags[run.model], trace_dir)
     rec = {"id": run.id, "model": run.model, "tp": plan.tp, "variant": run.variant, "repeat": run.repeat,
            "status": "failed", "error": None, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

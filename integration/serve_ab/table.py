@@ -65,6 +65,9 @@ def _header(state: State) -> list[str]:
              f"{ok} of {len(runs)} runs ok, {failed} failed, {len(runs) - ok - failed} not run; "
              f"{plan.repeats} fresh servers per variant and model, variants alternating.", ""]
     lines += [f"- `{v}`: {DESCRIPTIONS[plan.engine][v]}" for v in plan.variants]
+    if plan.server_env:
+        lines += ["", "Every server of every variant also ran with "
+                  + " ".join(f"`{k}={v}`" for k, v in plan.server_env.items()) + "."]
     lines += ["", _warmups(plan, recs), "",
               "Values: median (IQR) over a variant's ok servers. Delta vs `off`: Hodges-Lehmann shift of the log "
               "ratio with its exact Mann-Whitney 95% interval, in %; \"no difference within ±x%\" only when the "

@@ -6,6 +6,7 @@ Only the server environment differs between variants; commands, seeds and prompt
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from . import seed_baseline_plugin
@@ -62,9 +63,26 @@ def allowed_plugins(engine: str, inherited: dict[str, str]) -> list[str]:
     return names
 
 
-def environment(engine: str, variant: str, inherited: dict[str, str], seed_dist: Path | None) -> dict[str, str]:
-    """What the variant's server gets on top of the engine environment."""
-    env = {**COMMON, **_OWN[variant]}
+def check_server_env(engine: str, items: list[str]) -> dict[str, str]:
+    """``--server-env NAME=VALUE`` items as a dict; the variables that make the variants are refused: a
+    plan-wide value would silently make two variants one."""
+    owned = {ALLOW_LIST[engine], "PYTHONPATH", *(k for own in _OWN.values() for k in own), *COMMON}
+    out = {}
+    for item in items:
+        name, eq, value = item.partition("=")
+        valid = eq and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name)
+        if not valid or name in owned or name.startswith("ATTN_SCHED_"):
+            raise UsageError(f"--server-env {item!r}: accepted: NAME=VALUE with NAME an environment variable other "
+                             f"than ATTN_SCHED_*, {ALLOW_LIST[engine]} and PYTHONPATH (the variants set those)")
+        out[name] = value
+    return out
+
+
+def environment(engine: str, variant: str, inherited: dict[str, str], seed_dist: Path | None,
+                plan_env: dict[str, str]) -> dict[str, str]:
+    """What the variant's server gets on top of the engine environment: the plan's ``--server-env``, then
+    the variant's own."""
+    env = {**COMMON, **plan_env, **_OWN[variant]}
     if engine == "sglang":
         # the loaded plugin set is named explicitly so variants differ by the baseline plugin alone
         names = allowed_plugins(engine, inherited) or [PLUGIN]

@@ -109,6 +109,15 @@ def test_sglang_variants_differ_only_in_their_environment(tmp_path):
     assert len(stripped) == 1  # same command line for every variant
 
 
+def test_server_env_reaches_every_server_of_every_variant_and_the_variants_still_differ(tmp_path):
+    lines = dry_run("--engine", "vllm", "--models", "m", "--repeats", "2", "--warmup", "1", "--server-env",
+                    "TORCHINDUCTOR_DETERMINISTIC=1", "--server-env", "A_B=x=y", "--out", str(tmp_path / "o"))
+    servers = [_env(a) for a in commands(lines) if "serve" in a and "bench" not in a]
+    assert len(servers) == 5
+    assert all(e["TORCHINDUCTOR_DETERMINISTIC"] == "1" and e["A_B"] == "x=y" for e in servers)
+    assert [e["ATTN_SCHED_DISABLE"] for e in servers] == ["1", "1", "0", "1", "0"]
+
+
 def test_same_prompts_for_every_variant(tmp_path):
     lines = dry_run("--engine", "sglang", "--models", "m", "--repeats", "2", "--variants", "off,seed-baseline",
                     "--out", str(tmp_path / "o"))
@@ -171,6 +180,12 @@ def test_serve_flags_file_then_extra_args(tmp_path):
         (["--engine", "sglang", "--workloads", "decode-c1", "--scale", "0.1",
           "--extra-server-args=--context-length=2000"],
          "2524 tokens (logprob prompts)"),
+        (["--engine", "vllm", "--server-env", "ATTN_SCHED_DISABLE=0"], "--server-env 'ATTN_SCHED_DISABLE=0': "
+                                                                     "accepted: NAME=VALUE with NAME an environment"),
+        (["--engine", "sglang", "--server-env", "SGLANG_PLUGINS=x"], "other than ATTN_SCHED_*, SGLANG_PLUGINS and PYTHONPATH"),
+        (["--engine", "vllm", "--server-env", "TORCHINDUCTOR_DETERMINISTIC"], "accepted: NAME=VALUE"),
+        (["--engine", "vllm", "--server-env", "1X=1"], "accepted: NAME=VALUE"),
+        (["--engine", "sglang", "--server-env", "PYTHONPATH=/x"], "--server-env 'PYTHONPATH=/x': accepted"),
     ],
 )
 def test_bad_input_is_one_clear_line(tmp_path, args, message):

@@ -259,6 +259,19 @@ def test_more_repeats_grow_a_plan_after_its_recorded_servers_and_fewer_are_refus
         results.resume(out, dataclasses.replace(more, warmup=2))
 
 
+def test_the_report_names_a_plan_wide_server_env_and_a_resume_without_it_is_refused(warm_plan, tmp_path):
+    assert "also ran with" not in table.report(results.State(warm_plan))
+    plan = dataclasses.replace(warm_plan, server_env={"TORCHINDUCTOR_DETERMINISTIC": "1"})
+    assert "Every server of every variant also ran with `TORCHINDUCTOR_DETERMINISTIC=1`." in table.report(
+        results.State(plan))
+    out = tmp_path / "env"
+    out.mkdir()
+    results.State(plan).save(out)
+    assert results.State.load(out).plan.server_env == {"TORCHINDUCTOR_DETERMINISTIC": "1"}
+    with pytest.raises(UsageError, match=r"differs in server_env\)"):
+        results.resume(out, warm_plan)
+
+
 def test_report_and_status_commands_from_the_state_file(sglang_plan, tmp_path):
     out = tmp_path / "res"
     out.mkdir()

@@ -165,7 +165,7 @@ def engine_env(tmp_path_factory) -> dict:
 
 def test_seed_baseline_variant_switches_sglangs_precompute_off(engine_env, tmp_path):
     dist = seed_baseline.write_dist(tmp_path / "dist")
-    env = {**engine_env, **variants.environment("sglang", "seed-baseline", engine_env, dist)}
+    env = {**engine_env, **variants.environment("sglang", "seed-baseline", engine_env, dist, {})}
     got, stderr = _probe(env)
     assert got == {"wrapped": True, "returns": "None"}
     assert "attn-sched: disabled by ATTN_SCHED_DISABLE" in stderr  # the plugin itself is off there
@@ -174,7 +174,7 @@ def test_seed_baseline_variant_switches_sglangs_precompute_off(engine_env, tmp_p
 
 def test_other_variants_never_load_the_baseline(engine_env, tmp_path):
     dist = seed_baseline.write_dist(tmp_path / "dist")
-    off = {**engine_env, **variants.environment("sglang", "off", engine_env, dist), "PYTHONPATH": str(dist)}
+    off = {**engine_env, **variants.environment("sglang", "off", engine_env, dist, {}), "PYTHONPATH": str(dist)}
     got, stderr = _probe(off)  # even with the dist on the path, SGLANG_PLUGINS=attn_sched filters it out
     assert got == {"wrapped": False, "returns": None}
     assert "attn-sched-seed-baseline" not in stderr and "attn-sched: disabled by ATTN_SCHED_DISABLE" in stderr
