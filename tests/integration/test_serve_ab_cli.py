@@ -182,7 +182,8 @@ def test_serve_flags_file_then_extra_args(tmp_path):
          "2524 tokens (logprob prompts)"),
         (["--engine", "vllm", "--server-env", "ATTN_SCHED_DISABLE=0"], "--server-env 'ATTN_SCHED_DISABLE=0': "
                                                                      "accepted: NAME=VALUE with NAME an environment"),
-        (["--engine", "sglang", "--server-env", "SGLANG_PLUGINS=x"], "other than ATTN_SCHED_*, SGLANG_PLUGINS and PYTHONPATH"),
+        (["--engine", "sglang", "--server-env", "SGLANG_PLUGINS=x"],
+         "other than ATTN_SCHED_*, SGLANG_PLUGINS and PYTHONPATH"),
         (["--engine", "vllm", "--server-env", "TORCHINDUCTOR_DETERMINISTIC"], "accepted: NAME=VALUE"),
         (["--engine", "vllm", "--server-env", "1X=1"], "accepted: NAME=VALUE"),
         (["--engine", "sglang", "--server-env", "PYTHONPATH=/x"], "--server-env 'PYTHONPATH=/x': accepted"),
