@@ -13,7 +13,7 @@
 #   bash integration/gpu_plan.sh wait SECONDS         # follow the jobs for SECONDS, then pack
 #   bash integration/gpu_plan.sh estimate JOB         # here or there: the runner's --dry-run time estimate of an
 #                                                     # A/B job (vllm_small, sglang_small, vllm_gemma, sglang_eagle,
-#                                                     # vllm_gptoss, vllm_small_det)
+#                                                     # vllm_gptoss, vllm_small_det, sglang_gemma, sglang_dense)
 # Sessions: 1st (nvidia-h200-x2) `vllm`, `sglang`; 2nd (nvidia-h200) `vllm bench_extend:0`, `park sglang-0.5.16`
 # twice, `park sglang-0.5.16 && sglang sglang_graphs:0`. What each job runs is below (the commands recorded
 # with the results).
@@ -25,7 +25,7 @@ SGLANG=sglang-0.5.16
 RUN="python3 -m integration.serve_ab run"
 VLLM_FA3=ATTN_SCHED_FA3_LIB=/tmp/engines/$VLLM/site/vllm/vllm_flash_attn/_vllm_fa3_C.abi3.so
 JOBS="vllm vllm_eager sglang bench_extend sglang_graphs vllm_small sglang_small vllm_gemma sglang_eagle vllm_gptoss
-  vllm_small_det"
+  vllm_small_det sglang_gemma sglang_dense"
 # shortened seed-PR workloads (10-minute calls): a decode phase and a prefill phase per fresh server
 SHORT="--workloads decode-c4,prefill-c8 --override decode-c4:output=128,prompts=8 --override prefill-c8:output=16,prompts=8"
 mkdir -p "$PLAN"
@@ -89,7 +89,7 @@ VLLM_AB=(--engine vllm --env /tmp/engines/$VLLM/env.sh "${AB[@]}" --variants off
   --extra-server-args "--max-cudagraph-capture-size 16 --max-num-seqs 16")
 SGLANG_AB=(--engine sglang --env /tmp/engines/$SGLANG/env.sh "${AB[@]}" --variants off,on-replace
   --extra-server-args "--cuda-graph-max-bs 16 --max-running-requests 16")
-AB_JOBS="vllm_small sglang_small vllm_gemma sglang_eagle vllm_gptoss vllm_small_det"
+AB_JOBS="vllm_small sglang_small vllm_gemma sglang_eagle vllm_gptoss vllm_small_det sglang_gemma sglang_dense"
 SUFFIX=${TAG:+-$TAG}
 # the host-bound small model with seeded weights (make_models.py --weights)
 VLLM_SMALL=("${VLLM_AB[@]}" --models gemma-3-1b-like --out $PLAN/vllm-small$SUFFIX)
@@ -106,6 +106,12 @@ VLLM_GPTOSS=("${VLLM_AB[@]}" --models gpt-oss-20b-like --out $PLAN/vllm-gptoss$S
 # which torch says shift numerics): do fresh plugin-off servers then agree bitwise (docs/vllm-logprob-nondeterminism.md)
 VLLM_SMALL_DET=("${VLLM_AB[@]}" --models gemma-3-1b-like --server-env TORCHINDUCTOR_DETERMINISTIC=1
   --out $PLAN/vllm-small-det$SUFFIX)
+# SGLang's two modes on the mixed-window model (its precompute leaves the sliding layers per layer), and the dense
+# model against the seed PR's per-layer baseline (issue 20, runs 3; ~16 servers each: two sessions, resumed)
+SGLANG_GEMMA=("${SGLANG_AB[@]}" --models gemma-3-like --variants off,on-replace,on-keep-native
+  --out $PLAN/sglang-gemma$SUFFIX)
+SGLANG_DENSE=("${SGLANG_AB[@]}" --models qwen3-32b-tp4-rank --variants seed-baseline,off,on-replace
+  --out $PLAN/sglang-dense$SUFFIX)
 
 vllm_checks() {  # the exactness suites on the engine's FA3 library and fa3-fwd (.gpu/fa3_fwd carried beside
   # the part), then host time per call (~2 min)

@@ -20,7 +20,8 @@ def test_each_ab_job_runs_its_engines_checks_then_its_own_plan():
     script = (f'source {SCRIPT} --functions; step() {{ echo "$1 $*"; }}; vllm_checks() {{ echo vllm-checks; }}; '
               'sglang_checks() { echo sglang-checks; }; for j in $AB_JOBS; do ${j}_job; done')
     lines = subprocess.run(["bash", "-c", script], check=True, capture_output=True, text=True).stdout.splitlines()
-    jobs = ["vllm_small", "sglang_small", "vllm_gemma", "sglang_eagle", "vllm_gptoss", "vllm_small_det"]
+    jobs = ["vllm_small", "sglang_small", "vllm_gemma", "sglang_eagle", "vllm_gptoss", "vllm_small_det",
+            "sglang_gemma", "sglang_dense"]
     assert lines[::2] == [f"{j.split('_')[0]}-checks" for j in jobs]
     for job, line in zip(jobs, lines[1::2]):
         name = job.replace("_", "-")
@@ -39,4 +40,5 @@ def test_estimate_refuses_an_unknown_job_naming_the_accepted_ones():
     done = subprocess.run(["bash", str(SCRIPT), "estimate", "vllm_nope"], capture_output=True, text=True)
     assert done.returncode == 2
     assert done.stderr.strip() == ("gpu_plan.sh estimate: unknown job 'vllm_nope'; accepted: vllm_small, "
-                                   "sglang_small, vllm_gemma, sglang_eagle, vllm_gptoss, vllm_small_det")
+                                   "sglang_small, vllm_gemma, sglang_eagle, vllm_gptoss, vllm_small_det, "
+                                   "sglang_gemma, sglang_dense")
