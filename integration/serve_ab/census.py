@@ -1,7 +1,9 @@
 """The report's kernel census per decode step: one row per variant, the median over its servers.
 
 Per step (``trace.per_step``): count and GPU time of FA3 main, combine, prepare, memsets / fills and
-all other kernels; GPU busy (union of device intervals) and the step period; host time of the
+all other kernels; GPU busy (union of device intervals), the kernel time beyond it (kernels that ran
+concurrently: FA3 launches its main kernel with programmatic dependent launch behind its prepare, so
+a removed prepare saves busy time only where it did not overlap) and the step period; host time of the
 engine's step where its profiler records one; the host's period and busy time between CUDA-graph
 launches (both engines); the GPU's span and busy time of one graph replay. Ranks of a server are averaged; records of an earlier
 runner (counts only) show the prepare column alone.
@@ -26,6 +28,7 @@ def _server(rec: dict) -> dict | None:
     out = {f"{k}_n": mean(lambda x: x["per_step"]["count"][k]) for k in KINDS}
     out.update({f"{k}_us": mean(lambda x: x["per_step"]["gpu_us"][k]) for k in KINDS})
     out["busy_us"] = mean(lambda x: x["per_step"]["busy_us"])
+    out["overlap_us"] = sum(out[f"{k}_us"] for k in KINDS) - out["busy_us"]
     out["period_us"] = mean(lambda x: x["per_step"]["period_us"])
     hosts = [x["host_step_us"]["median"] for x in ranks if x.get("host_step_us")]
     out["host_us"] = statistics.fmean(hosts) if hosts else None
@@ -49,9 +52,9 @@ def _pair(per: list[dict], key: str, none: str) -> str:
 
 
 def table(variants: list[str], by_variant: dict[str, list[dict]]) -> list[str]:
-    head = ["Variant", "servers"] + [LABELS[k] for k in KINDS] + ["GPU busy us", "step period us", "host us / step",
-                                                    "host period / busy us between graph launches",
-                                                    "GPU span / busy us per graph replay"]
+    head = ["Variant", "servers"] + [LABELS[k] for k in KINDS] + [
+        "GPU busy us", "kernel us beyond busy", "step period us", "host us / step",
+        "host period / busy us between graph launches", "GPU span / busy us per graph replay"]
     rows = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
     for v in variants:
         per = [c for c in (_server(r) for r in by_variant[v]) if c]
@@ -60,7 +63,7 @@ def table(variants: list[str], by_variant: dict[str, list[dict]]) -> list[str]:
             continue
         med = lambda key: statistics.median(c[key] for c in per)  # noqa: E731
         cells = [v, str(len(per))] + [f"{med(k + '_n'):.1f} / {med(k + '_us'):.1f}" for k in KINDS]
-        cells += [f"{med('busy_us'):.0f}", f"{med('period_us'):.0f}"]
+        cells += [f"{med('busy_us'):.0f}", f"{med('overlap_us'):.1f}", f"{med('period_us'):.0f}"]
         hosts = [c["host_us"] for c in per if c["host_us"] is not None]
         cells.append(f"{statistics.median(hosts):.0f}" if hosts else "n/a (no per-step CPU annotation)")
         cells.append(_pair(per, "launch", "n/a (no graph launches)"))

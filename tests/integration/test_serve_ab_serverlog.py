@@ -55,6 +55,6 @@ def test_census_row_is_the_median_over_servers():
     replay = {"span": 1900.0, "busy": 1600.0, "n": 400}
     rows = census.table(["off", "on"], {"off": [_rec(3000.0, launch(2700.0, 1400.0), replay), _rec(3100.0),
                                                 _rec(3500.0, launch(2900.0, 1500.0))], "on": [_rec(None)]})
-    assert rows[2] == ("| off | 3 | 26.0 / 300.0 | 26.0 / 50.0 | 2.0 / 4.5 | 3.0 / 6.0 | 200.0 / 1300.0 | 1650 | 4300 "
+    assert rows[2] == ("| off | 3 | 26.0 / 300.0 | 26.0 / 50.0 | 2.0 / 4.5 | 3.0 / 6.0 | 200.0 / 1300.0 | 1650 | 10.5 | 4300 "
                        "| 3100 | 2800 / 1450 | 1900 / 1600 |")
     assert rows[3].endswith("| n/a (no per-step CPU annotation) | n/a (no graph launches) | n/a (no replayed kernels) |")
