@@ -2,7 +2,7 @@
 
     python3 benchmarks/logprob_diff_analysis.py benchmarks/results/real-engines/vllm-small/results.json.xz [more ...]
 
-Reads serve_ab ``results.json`` files (or ``.json.xz``); several files are pooled per model (run ids
+Reads serve_ab ``results.json`` files (or ``.json.xz``, through the runner's own ``State.load``); several files are pooled per model (run ids
 get the plan folder's name), so classes can be matched across plans and machines. Per model: the
 bitwise classes of all ok servers (warm-ups included) with what each record holds about its server
 (start, machine, GPU time per decode step of the non-FA3 kernels, compile cache);
@@ -31,20 +31,17 @@ which kernel a class runs differently.
 from __future__ import annotations
 
 import json
-import lzma
 import statistics
 import sys
 from collections import Counter
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from integration.serve_ab.results import State  # noqa: E402
+
 TOPS = ("prompt_top", "output_top")
 SLACK, MIN_US = 0.03, 0.5
-
-
-def load(path: str) -> dict:
-    opener = lzma.open if path.endswith(".xz") else open
-    with opener(path, "rt") as f:
-        return json.load(f)
 
 
 def classes(runs: list[dict]) -> list[list[dict]]:
@@ -110,7 +107,8 @@ def kernel_outliers(group: list[dict], reference: list[dict]) -> list[str]:
             outside = min(abs(us - lo), abs(us - hi)) if not lo * (1 - SLACK) <= us <= hi * (1 + SLACK) else 0.0
             present = {c > 0 for c, _ in ref}  # run by every reference server, by none, or by some
             if present == {n == 0} or outside > MIN_US:
-                out.append(f"    {run['id']}: {name[:100]}: {n:.2f} per step, {us:.2f} us (reference {lo:.2f}-{hi:.2f} us)")
+                out.append(f"    {run['id']}: {name[:100]}: {n:.2f} per step, {us:.2f} us "
+                           f"(reference {lo:.2f}-{hi:.2f} us)")
     return out
 
 
@@ -200,8 +198,8 @@ def report(runs: list[dict]) -> list[str]:
 def main(paths: list[str]) -> None:
     runs = []
     for path in paths:
-        data, plan = load(path), Path(path).resolve().parent.name
-        for r in data["runs"].values():
+        state, plan = State.load(Path(path)), Path(path).resolve().parent.name
+        for r in state.runs.values():
             if r.get("status") == "ok" and r.get("logprobs"):
                 runs.append(dict(r, id=f"{plan}:{r['id']}" if len(paths) > 1 else r["id"]))
     print("\n".join(report(runs)))
