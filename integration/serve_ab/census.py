@@ -1,12 +1,12 @@
 """The report's kernel census per decode step: one row per variant, the median over its servers.
 
-Per step (``trace.per_step``): count and GPU time of FA3 main, combine, prepare, memsets / fills and
-all other kernels; GPU busy (union of device intervals), the kernel time beyond it (kernels that ran
+Per step (``trace.per_step``): count and GPU time of FA3 main, combine, prepare, memsets / fills and all
+other kernels; GPU busy (union of device intervals), the kernel time beyond it (kernels that ran
 concurrently: a removed prepare saves busy time only where it did not overlap another kernel, and FA3
-launches its main kernel behind its prepare with programmatic dependent launch) and the step period; host time of the
-engine's step where its profiler records one; the host's period and busy time between CUDA-graph
-launches (both engines); the GPU's span and busy time of one graph replay. Ranks of a server are averaged; records of an earlier
-runner (counts only) show the prepare column alone.
+launches its main kernel behind its prepare with programmatic dependent launch) and the step period;
+host time of the engine's step where its profiler records one; the host's period and busy time between
+CUDA-graph launches (both engines); the GPU's span and busy time of one graph replay. Ranks of a server
+are averaged; records of an earlier runner (counts only) show the prepare column alone.
 """
 
 from __future__ import annotations
