@@ -25,7 +25,8 @@ one on, else ``isolated``.
 Records with the census by kernel name (``per_step.by_name``, from 2026-12-06) also get, for every class
 against the largest one, the kernels it runs that the largest class does not (or the other way round) and
 those whose GPU time per step lies more than ``SLACK`` and ``MIN_US`` outside the largest class's range:
-which kernel a class runs differently.
+which kernel a class runs differently, and that kernel's launch configurations where they differ (records with
+``launch``: block, registers, shared memory), which tell another Triton config under the same name.
 """
 
 from __future__ import annotations
@@ -91,6 +92,12 @@ def by_name(run: dict) -> dict | None:
     return per_step(run).get("by_name")
 
 
+def launch(run: dict) -> dict:
+    """Launch configurations per kernel name of rank 0's profile window ({} before the field)."""
+    ranks = (run.get("profile") or {}).get("ranks") or [{}]
+    return ranks[0].get("launch") or {}
+
+
 def kernel_outliers(group: list[dict], reference: list[dict]) -> list[str]:
     """Kernels ``group``'s servers run other than every ``reference`` server: present in one side only, or
     GPU time per step more than SLACK and MIN_US outside the reference's range."""
@@ -109,6 +116,9 @@ def kernel_outliers(group: list[dict], reference: list[dict]) -> list[str]:
             if present == {n == 0} or outside > MIN_US:
                 out.append(f"    {run['id']}: {name[:100]}: {n:.2f} per step, {us:.2f} us "
                            f"(reference {lo:.2f}-{hi:.2f} us)")
+                theirs = sorted({c for r in reference for c in launch(r).get(name, [])})
+                if launch(run).get(name, []) != theirs:  # the same name compiled to another config
+                    out.append(f"      launch {launch(run).get(name, [])}; reference {theirs}")
     return out
 
 

@@ -13,7 +13,8 @@
 #   bash integration/gpu_plan.sh wait SECONDS         # follow the jobs for SECONDS, then pack
 #   bash integration/gpu_plan.sh estimate JOB         # here or there: the runner's --dry-run time estimate of an
 #                                                     # A/B job (vllm_small, sglang_small, vllm_gemma, sglang_eagle,
-#                                                     # vllm_gptoss, vllm_small_det, sglang_gemma, sglang_dense)
+#                                                     # vllm_gptoss, vllm_small_det, sglang_gemma, sglang_dense,
+#                                                     # vllm_small_nocompile)
 # Sessions: 1st (nvidia-h200-x2) `vllm`, `sglang`; 2nd (nvidia-h200) `vllm bench_extend:0`, `park sglang-0.5.16`
 # twice, `park sglang-0.5.16 && sglang sglang_graphs:0`. What each job runs is below (the commands recorded
 # with the results).
@@ -25,7 +26,7 @@ SGLANG=sglang-0.5.16
 RUN="python3 -m integration.serve_ab run"
 VLLM_FA3=ATTN_SCHED_FA3_LIB=/tmp/engines/$VLLM/site/vllm/vllm_flash_attn/_vllm_fa3_C.abi3.so
 JOBS="vllm vllm_eager sglang bench_extend sglang_graphs vllm_small sglang_small vllm_gemma sglang_eagle vllm_gptoss
-  vllm_small_det sglang_gemma sglang_dense"
+  vllm_small_det sglang_gemma sglang_dense vllm_small_nocompile"
 # shortened seed-PR workloads (10-minute calls): a decode phase and a prefill phase per fresh server
 SHORT="--workloads decode-c4,prefill-c8 --override decode-c4:output=128,prompts=8 --override prefill-c8:output=16,prompts=8"
 mkdir -p "$PLAN"
@@ -85,11 +86,13 @@ sglang_graphs_job() {  # SGLang with CUDA graphs under capture-scoped routing, a
 # carried plan; TAG=h100 writes to vllm-gemma-h100 etc., a new plan beside a carried one of other cards (the
 # runner refuses to mix cards in one plan).
 AB=(--repeats "${REPEATS:-5}" --warmup 1 --workloads decode-c4 --override decode-c4:output=128,prompts=8 --profile-seconds 2)
-VLLM_AB=(--engine vllm --env /tmp/engines/$VLLM/env.sh "${AB[@]}" --variants off,on
-  --extra-server-args "--max-cudagraph-capture-size 16 --max-num-seqs 16")
+VLLM_FLAGS="--max-cudagraph-capture-size 16 --max-num-seqs 16"
+VLLM_BASE=(--engine vllm --env /tmp/engines/$VLLM/env.sh "${AB[@]}" --variants off,on)
+VLLM_AB=("${VLLM_BASE[@]}" --extra-server-args "$VLLM_FLAGS")
 SGLANG_AB=(--engine sglang --env /tmp/engines/$SGLANG/env.sh "${AB[@]}" --variants off,on-replace
   --extra-server-args "--cuda-graph-max-bs 16 --max-running-requests 16")
-AB_JOBS="vllm_small sglang_small vllm_gemma sglang_eagle vllm_gptoss vllm_small_det sglang_gemma sglang_dense"
+AB_JOBS=$(echo vllm_small sglang_small vllm_gemma sglang_eagle vllm_gptoss vllm_small_det sglang_gemma sglang_dense \
+  vllm_small_nocompile)  # one line, single spaces
 SUFFIX=${TAG:+-$TAG}
 # the host-bound small model with seeded weights (make_models.py --weights)
 VLLM_SMALL=("${VLLM_AB[@]}" --models gemma-3-1b-like --out $PLAN/vllm-small$SUFFIX)
@@ -106,6 +109,13 @@ VLLM_GPTOSS=("${VLLM_AB[@]}" --models gpt-oss-20b-like --out $PLAN/vllm-gptoss$S
 # which torch says shift numerics): do fresh plugin-off servers then agree bitwise (docs/vllm-logprob-nondeterminism.md)
 VLLM_SMALL_DET=("${VLLM_AB[@]}" --models gemma-3-1b-like --server-env TORCHINDUCTOR_DETERMINISTIC=1
   --out $PLAN/vllm-small-det$SUFFIX)
+# the small model without torch.compile: decode in full CUDA graphs, prefill eager, no Inductor kernels at all.
+# Fresh servers' bitwise classes follow the Triton configs of Inductor's fused add-RMSNorm reductions, which
+# TORCHINDUCTOR_DETERMINISTIC=1 did not pin (vllm_small_det); here vLLM's own CUDA kernels run instead, so the small
+# model's bitwise check can fail (docs/vllm-logprob-nondeterminism.md)
+VLLM_SMALL_NOCOMPILE=("${VLLM_BASE[@]}" --models gemma-3-1b-like
+  --extra-server-args "$VLLM_FLAGS --compilation-config '{\"mode\": \"NONE\", \"cudagraph_mode\": \"FULL_DECODE_ONLY\"}'"
+  --out $PLAN/vllm-small-nocompile$SUFFIX)
 # SGLang's two modes on the mixed-window model (its precompute leaves the sliding layers per layer), and the dense
 # model against the seed PR's per-layer baseline (issue 20, runs 3; ~16 servers each: two sessions, resumed)
 SGLANG_GEMMA=("${SGLANG_AB[@]}" --models gemma-3-like --variants off,on-replace,on-keep-native

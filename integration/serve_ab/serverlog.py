@@ -2,11 +2,14 @@
 
 vLLM keys its torch.compile cache by config, code and environment: a server that compiled fresh
 runs other kernels than one that loaded the graphs from the cache, and a different cache
-directory means a different key. The attention backend, the cudagraph mode and async scheduling
-change what a step does. Every matching line is kept raw (the first few of each kind); the digest
-is what the report shows. Lines follow vLLM 0.26.0 (``compilation/backends.py``,
-``platforms/cuda.py``, ``config/vllm.py``, the engine's config line) and SGLang 0.5.16's server args
-and CUDA-graph capture lines; a line an engine does not print leaves its field None.
+directory means a different key. vLLM first tries its AOT-compiled artifact of the whole model; a
+server whose load of it fails compiles again (under Inductor's deterministic mode every load failed:
+it refused a benchmark during the load), and the report says so. The attention backend, the
+cudagraph mode and async scheduling change what a step does. Every matching line is kept raw (the
+first few of each kind); the digest is what the report shows. Lines follow vLLM 0.26.0
+(``compilation/backends.py``, ``compilation/decorators.py``, ``platforms/cuda.py``, ``config/vllm.py``,
+the engine's config line) and SGLang 0.5.16's server args and CUDA-graph capture lines; a line an
+engine does not print leaves its field None.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ PATTERNS = {
     "compile_loaded_s": re.compile(r"Directly load the compiled graph\(s\) for compile range .* from the cache, "
                                    r"took ([\d.]+) s"),
     "compile_fresh_s": re.compile(r"Compiling a graph for compile range .* takes ([\d.]+) s"),
+    "aot_loaded": re.compile(r"Directly load AOT compilation from path (\S+)"),
+    "aot_failed": re.compile(r"Compiling model again due to a load failure from \S+, reason: (.*)"),
     "attention_backend": re.compile(r"Using (\S+) backend\.|attention_backend='(\w+)'"),
     "cudagraph_mode": re.compile(r"cudagraph_mode['\"]?\s*[:=]\s*<?(?:CUDAGraphMode\.)?([A-Z_]+)"),
     "async_scheduling": re.compile(r"Asynchronous scheduling is (enabled|disabled)"),
@@ -48,6 +53,8 @@ def extract(text: str) -> dict:
         "compile": (None if not (loaded or fresh) else
                     f"{'fresh' if fresh else 'cache'}: {len(fresh)} compiled ({sum(fresh):.1f} s), "
                     f"{len(loaded)} loaded ({sum(loaded):.1f} s)"),
+        "aot": ("loaded" if found["aot_loaded"] else
+                f"load failed, compiled again ({found['aot_failed'][0][:80]})" if found["aot_failed"] else None),
         "attention_backend": found["attention_backend"][0] if found["attention_backend"] else None,
         "cudagraph_mode": found["cudagraph_mode"][0] if found["cudagraph_mode"] else None,
         "async_scheduling": found["async_scheduling"][-1] if found["async_scheduling"] else None,
@@ -69,7 +76,8 @@ def table(state, model: str) -> list[str]:
         marks = (" (warm-up)" if rec["repeat"] == 0 else "") + ("" if rec["status"] == "ok" else " FAILED")
         cells = [rec["id"] + marks,
                  rec.get("weights", "dummy"), f"{rec['server_start_s']}" if rec.get("server_start_s") else "-",
-                 log.get("compile") or "-", f"`{log['compile_cache_dir']}`" if log.get("compile_cache_dir") else "-",
+                 "; AOT artifact ".join(filter(None, [log.get("compile") or "-", log.get("aot")])),
+                 f"`{log['compile_cache_dir']}`" if log.get("compile_cache_dir") else "-",
                  log.get("attention_backend") or "-", log.get("cudagraph_mode") or "-",
                  log.get("async_scheduling") or "-",
                  f"{log['graph_capture_s']:g}" if log.get("graph_capture_s") is not None else "-",

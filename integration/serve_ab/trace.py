@@ -18,7 +18,10 @@ replay carry its ``cudaGraphLaunch``'s correlation id: their span less their bus
 the GPU idled between the graph's own nodes (launch latency, dependency waits), time a removed node
 gives back beyond its kernel's duration. Every device event is also tallied by its name (first
 ``NAME_CHARS`` characters): fresh servers of one engine can pick other GEMM or Triton variants for the
-same step, and only the names and their times show which (docs/vllm-logprob-nondeterminism.md).
+same step, and only the names and their times show which (docs/vllm-logprob-nondeterminism.md). A
+Triton kernel keeps its name whichever config was picked, so each kernel name also gets its launch
+configurations: block size, registers per thread and shared memory, what a config compiles to (the
+grid follows the shape and is left out).
 Traces are not needed after this: the census is what is kept.
 """
 
@@ -74,15 +77,22 @@ def count(path: Path) -> dict:
     counts = {k: 0 for k in KINDS}
     gpu_us = {k: 0.0 for k in KINDS}
     by_name: dict[str, list] = {}
+    launch: dict[str, set] = {}
     intervals = []
     for ev in device:
         k = kind(ev)
         counts[k] += 1
         dur = float(ev.get("dur", 0.0))
         gpu_us[k] += dur
-        tally = by_name.setdefault(str(ev.get("name", ""))[:NAME_CHARS], [0, 0.0])
+        name = str(ev.get("name", ""))[:NAME_CHARS]
+        tally = by_name.setdefault(name, [0, 0.0])
         tally[0] += 1
         tally[1] += dur
+        args = ev.get("args") or {}
+        if "block" in args:
+            config = (f"block {'x'.join(map(str, args['block']))}, {args.get('registers per thread')} regs, "
+                      f"{args.get('shared memory')} B shared")
+            launch.setdefault(name, set()).add(config)
         ts = float(ev.get("ts", 0.0))
         intervals.append((ts, ts + dur))
     host = [float(ev["dur"]) for ev in evs if ev.get("cat") == "user_annotation" and ev.get("ph") == "X"
@@ -90,6 +100,7 @@ def count(path: Path) -> dict:
     return {"file": path.name, "prepare": counts["prepare"], "fa3_main": counts["fa3_main"], "counts": counts,
             "gpu_us": {k: round(v, 3) for k, v in gpu_us.items()}, "busy_us": round(_busy(intervals), 3),
             "by_name": {name: [n, round(us, 3)] for name, (n, us) in sorted(by_name.items())},
+            "launch": {name: sorted(configs) for name, configs in sorted(launch.items())},
             "span_us": round(max(b for _, b in intervals) - min(a for a, _ in intervals), 3) if intervals else 0.0,
             "host_step_us": ({"median": statistics.median(host), "n": len(host)} if host else None),
             "graph_launch_us": graph_launches(evs), "graph_replay_us": graph_replays(evs, device)}

@@ -48,3 +48,16 @@ def test_kernel_outliers_name_the_kernel_a_class_runs_otherwise():
     (line,) = lda.kernel_outliers([rec("w2", 31.0, {"splitK": [26.0, 40.0]})], reference)
     assert "w2: splitK" in line
     assert lda.kernel_outliers([{"id": "old", "profile": {"ranks": [{"per_step": {}}]}}], reference) == []
+
+
+def test_kernel_outliers_show_another_launch_config_under_the_same_name():
+    """A Triton reduction keeps its name whichever config a server picked: the launch config tells them apart."""
+    def rec(rid, us, config):
+        ranks = [{"per_step": {"by_name": {"triton_red_rms_norm_0": [26.0, us]}},
+                  "launch": {"triton_red_rms_norm_0": [config]}}]
+        return {"id": rid, "profile": {"ranks": ranks}}
+    narrow, wide = "block 256x1x1, 40 regs, 0 B shared", "block 512x1x1, 32 regs, 0 B shared"
+    reference = [rec("r1", 109.3, narrow), rec("r2", 110.2, narrow)]
+    head, config = lda.kernel_outliers([rec("w1", 89.1, wide)], reference)
+    assert head.startswith("    w1: triton_red_rms_norm_0") and config == f"      launch ['{wide}']; reference ['{narrow}']"
+    (head,) = lda.kernel_outliers([rec("r3", 154.5, narrow)], reference)  # slower, same config: no launch line

@@ -1,6 +1,8 @@
 """integration/gpu_plan.sh's step log records each step's real exit status (the GPU sessions' record)."""
 
+import json
 import re
+import shlex
 import subprocess
 from pathlib import Path
 
@@ -21,7 +23,7 @@ def test_each_ab_job_runs_its_engines_checks_then_its_own_plan():
               'sglang_checks() { echo sglang-checks; }; for j in $AB_JOBS; do ${j}_job; done')
     lines = subprocess.run(["bash", "-c", script], check=True, capture_output=True, text=True).stdout.splitlines()
     jobs = ["vllm_small", "sglang_small", "vllm_gemma", "sglang_eagle", "vllm_gptoss", "vllm_small_det",
-            "sglang_gemma", "sglang_dense"]
+            "sglang_gemma", "sglang_dense", "vllm_small_nocompile"]
     assert lines[::2] == [f"{j.split('_')[0]}-checks" for j in jobs]
     for job, line in zip(jobs, lines[1::2]):
         name = job.replace("_", "-")
@@ -41,4 +43,14 @@ def test_estimate_refuses_an_unknown_job_naming_the_accepted_ones():
     assert done.returncode == 2
     assert done.stderr.strip() == ("gpu_plan.sh estimate: unknown job 'vllm_nope'; accepted: vllm_small, "
                                    "sglang_small, vllm_gemma, sglang_eagle, vllm_gptoss, vllm_small_det, "
-                                   "sglang_gemma, sglang_dense")
+                                   "sglang_gemma, sglang_dense, vllm_small_nocompile")
+
+
+def test_the_nocompile_job_hands_vllm_one_compilation_config_beside_the_common_flags():
+    """The server flags reach the runner as one string; split as the runner splits them, the JSON stays whole."""
+    script = f'source {SCRIPT} --functions; printf "%s\\n" "${{VLLM_SMALL_NOCOMPILE[@]}}"'
+    args = subprocess.run(["bash", "-c", script], check=True, capture_output=True, text=True).stdout.splitlines()
+    assert args.count("--extra-server-args") == 1
+    flags = shlex.split(args[args.index("--extra-server-args") + 1])
+    assert flags == ["--max-cudagraph-capture-size", "16", "--max-num-seqs", "16", "--compilation-config",
+                     json.dumps({"mode": "NONE", "cudagraph_mode": "FULL_DECODE_ONLY"})]

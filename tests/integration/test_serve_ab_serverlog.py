@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 from integration.serve_ab import census, serverlog
 
 VLLM_FRESH = """\
@@ -19,6 +21,13 @@ VLLM_CACHED = """\
 (EngineCore pid=99) INFO 11-27 10:05:06 [backends.py:293] Directly load the compiled graph(s) for compile range (1, 16) from the cache, took 1.204 s
 (EngineCore pid=99) INFO 11-27 10:05:06 [backends.py:293] Directly load the compiled graph(s) for compile range (17, 8192) from the cache, took 0.801 s
 """
+VLLM_AOT_REFUSED = VLLM_CACHED + """\
+(EngineCore pid=99) WARNING 12-06 15:47:18 [decorators.py:321] Compiling model again due to a load failure from /root/.cache/vllm/torch_compile_cache/torch_aot_compile/c86d5e04b1/rank_0_0/model, reason: RuntimeError: In the deterministic mode of Inductor, we will avoid those
+(EngineCore pid=99) WARNING 12-06 15:47:18 [decorators.py:321]         benchmarkings that would cause non deterministic results. Only benchmarkings in the vetted
+"""
+VLLM_AOT_LOADED = """\
+(EngineCore pid=7) INFO 12-06 13:25:40 [decorators.py:316] Directly load AOT compilation from path /root/.cache/vllm/torch_compile_cache/torch_aot_compile/c86d5e04b1/rank_0_0/model
+"""
 SGLANG = """\
 [2026-11-27 10:00:00] server_args=ServerArgs(model_path='/tmp/models/gemma-3-1b-like', attention_backend='fa3', cuda_graph_max_bs=16)
 [2026-11-27 10:00:30 TP0] Capture cuda graph end. Time elapsed: 3.21 s. mem usage=0.30 GB. avail mem=120.1 GB.
@@ -29,7 +38,7 @@ def test_fresh_compile_and_its_settings():
     got = serverlog.extract(VLLM_FRESH)
     assert {k: v for k, v in got.items() if k != "lines"} == {
         "compile_cache_dir": "/root/.cache/vllm/torch_compile_cache/3f2a9c1d0e/rank_0_0/backbone",
-        "compile": "fresh: 2 compiled (24.8 s), 0 loaded (0.0 s)", "attention_backend": "FLASH_ATTN",
+        "compile": "fresh: 2 compiled (24.8 s), 0 loaded (0.0 s)", "aot": None, "attention_backend": "FLASH_ATTN",
         "cudagraph_mode": "FULL_AND_PIECEWISE", "async_scheduling": "enabled", "graph_capture_s": 4.0}
     assert len(got["lines"]["compile_fresh_s"]) == 2
 
@@ -39,6 +48,17 @@ def test_cache_hit_and_sglang_lines():
     got = serverlog.extract(SGLANG)
     assert (got["attention_backend"], got["graph_capture_s"], got["compile"], got["cudagraph_mode"]) == (
         "fa3", 3.21, None, None)
+
+
+def test_whether_the_aot_artifact_loaded_or_failed_and_why():
+    got = serverlog.extract(VLLM_AOT_REFUSED)
+    assert got["aot"] == ("load failed, compiled again (RuntimeError: In the deterministic mode of Inductor, we will "
+                          "avoid those)")
+    assert (serverlog.extract(VLLM_AOT_LOADED)["aot"], serverlog.extract(VLLM_FRESH)["aot"]) == ("loaded", None)
+    state = SimpleNamespace(runs={"m-r1-off": {"model": "m", "id": "m-r1-off", "repeat": 1, "status": "ok",
+                                               "server": got}})
+    cell = serverlog.table(state, "m")[2].split(" | ")[3]
+    assert cell == f"cache: 0 compiled (0.0 s), 2 loaded (2.0 s); AOT artifact {got['aot']}"
 
 
 def _rec(host, launch=None, replay=None):

@@ -159,3 +159,19 @@ def test_device_events_are_tallied_by_name_per_step(tmp_path):
     real = trace.count(Path(__file__).with_name("data") / "torch-2.11-h200-fa3-eager.trace.json.gz")
     assert sum(n for name, (n, _) in real["by_name"].items() if trace.PREPARE in name) == 60
     assert sum(us for _, us in real["by_name"].values()) == pytest.approx(sum(real["gpu_us"].values()), abs=1e-6)
+
+
+def test_each_kernel_name_keeps_its_launch_configs_not_its_grids(tmp_path):
+    """Two Triton configs of one reduction share a name; block, registers and shared memory tell them apart."""
+    def launched(block, regs, grid):
+        return {**kernel("triton_red_fused_rms_norm_0"),
+                "args": {"grid": grid, "block": block, "registers per thread": regs, "shared memory": 0}}
+    events = decode_steps(2, 2, prepare_per_layer=False) + [launched([256, 1, 1], 40, [4, 1, 1]),
+                                                            launched([256, 1, 1], 40, [8, 1, 1]),
+                                                            launched([512, 1, 1], 32, [4, 1, 1])]
+    got = trace.count(write(tmp_path / "t.json", events))["launch"]
+    assert got == {"triton_red_fused_rms_norm_0": ["block 256x1x1, 40 regs, 0 B shared",
+                                                   "block 512x1x1, 32 regs, 0 B shared"]}
+    real = trace.count(Path(__file__).with_name("data") / "torch-2.11-h200-fa3-eager.trace.json.gz")["launch"]
+    assert real and all(configs for configs in real.values())
+    assert any(trace.PREPARE in name for name in real)
