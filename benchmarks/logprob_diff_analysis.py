@@ -26,7 +26,8 @@ Records with the census by kernel name (``per_step.by_name``, from 2026-12-06) a
 against the largest one, the kernels it runs that the largest class does not (or the other way round) and
 those whose GPU time per step lies more than ``SLACK`` and ``MIN_US`` outside the largest class's range:
 which kernel a class runs differently, and that kernel's launch configurations where they differ (records with
-``launch``: block, registers, shared memory), which tell another Triton config under the same name.
+``launch``: block, registers, shared memory), which tell another Triton config under the same name; then those
+kernels' GPU time per step on every server beside its class.
 """
 
 from __future__ import annotations
@@ -98,27 +99,44 @@ def launch(run: dict) -> dict:
     return ranks[0].get("launch") or {}
 
 
+def deviations(run: dict, reference: list[dict]) -> list[tuple[str, float, float, float, float]]:
+    """(name, count, us, reference low, reference high) per step of each kernel ``run`` runs other than every
+    ``reference`` server: present on one side only, or GPU time more than SLACK and MIN_US outside their range."""
+    refs, mine = [t for t in map(by_name, reference) if t], by_name(run)
+    if not mine or not refs:
+        return []
+    out = []
+    for name in sorted(mine.keys() | {n for t in refs for n in t}):
+        n, us = mine.get(name, (0.0, 0.0))
+        ref = [t.get(name, (0.0, 0.0)) for t in refs]
+        lo, hi = min(u for _, u in ref), max(u for _, u in ref)
+        outside = min(abs(us - lo), abs(us - hi)) if not lo * (1 - SLACK) <= us <= hi * (1 + SLACK) else 0.0
+        present = {c > 0 for c, _ in ref}  # run by every reference server, by none, or by some
+        if present == {n == 0} or outside > MIN_US:
+            out.append((name, n, us, lo, hi))
+    return out
+
+
 def kernel_outliers(group: list[dict], reference: list[dict]) -> list[str]:
-    """Kernels ``group``'s servers run other than every ``reference`` server: present in one side only, or
-    GPU time per step more than SLACK and MIN_US outside the reference's range."""
-    refs = [t for t in map(by_name, reference) if t]
+    """The deviations of ``group``'s servers from ``reference``, with launch configs where those differ."""
     out = []
     for run in group:
-        mine = by_name(run)
-        if not mine or not refs:
-            continue
-        for name in sorted(mine.keys() | {n for t in refs for n in t}):
-            n, us = mine.get(name, (0.0, 0.0))
-            ref = [t.get(name, (0.0, 0.0)) for t in refs]
-            lo, hi = min(u for _, u in ref), max(u for _, u in ref)
-            outside = min(abs(us - lo), abs(us - hi)) if not lo * (1 - SLACK) <= us <= hi * (1 + SLACK) else 0.0
-            present = {c > 0 for c, _ in ref}  # run by every reference server, by none, or by some
-            if present == {n == 0} or outside > MIN_US:
-                out.append(f"    {run['id']}: {name[:100]}: {n:.2f} per step, {us:.2f} us "
-                           f"(reference {lo:.2f}-{hi:.2f} us)")
-                theirs = sorted({c for r in reference for c in launch(r).get(name, [])})
-                if launch(run).get(name, []) != theirs:  # the same name compiled to another config
-                    out.append(f"      launch {launch(run).get(name, [])}; reference {theirs}")
+        for name, n, us, lo, hi in deviations(run, reference):
+            out.append(f"    {run['id']}: {name[:100]}: {n:.2f} per step, {us:.2f} us (reference {lo:.2f}-{hi:.2f} us)")
+            theirs = sorted({c for r in reference for c in launch(r).get(name, [])})
+            if launch(run).get(name, []) != theirs:  # the same name compiled to another config
+                out.append(f"      launch {launch(run).get(name, [])}; reference {theirs}")
+    return out
+
+
+def kernel_table(runs: list[dict], label: dict, names: list[str]) -> list[str]:
+    """GPU us per step of ``names`` on every server beside its class: which times go with which class."""
+    out = [f"    K{i + 1} = {name[:110]}" for i, name in enumerate(names)]
+    out.append("    class  server" + " " * 47 + "".join(f"{f'K{i + 1}':>10s}" for i in range(len(names))))
+    for r in runs:
+        times = by_name(r) or {}
+        out.append(f"    {label[r['id']]:5s}  {r['id']:52s} " +
+                   "".join(f"{times[n][1]:10.1f}" if n in times else f"{'-':>10s}" for n in names))
     return out
 
 
@@ -197,6 +215,10 @@ def report(runs: list[dict]) -> list[str]:
         for g in (g for g in groups if g is not largest):
             out.append(f"  kernels class {label[g[0]['id']]} runs other than class {label[largest[0]['id']]}:")
             out += kernel_outliers(g, largest) or ["    none (or no census by kernel name in these records)"]
+        names = sorted({d[0] for g in groups if g is not largest for r in g for d in deviations(r, largest)})
+        if names:
+            out.append("  GPU us per decode step of those kernels on every server:")
+            out += kernel_table(mine, label, names)
         offs = [next(r for r in g if r["variant"] == "off") for g in groups if any(r["variant"] == "off" for r in g)]
         for i, a in enumerate(offs):
             for b in offs[i + 1:]:

@@ -61,3 +61,17 @@ def test_kernel_outliers_show_another_launch_config_under_the_same_name():
     head, config = lda.kernel_outliers([rec("w1", 89.1, wide)], reference)
     assert head.startswith("    w1: triton_red_rms_norm_0") and config == f"      launch ['{wide}']; reference ['{narrow}']"
     (head,) = lda.kernel_outliers([rec("r3", 154.5, narrow)], reference)  # slower, same config: no launch line
+
+
+def test_report_on_the_committed_deterministic_mode_plan_ties_each_family_to_two_reductions(capsys):
+    """vllm-small-det-h100: the servers' classes line up with the GPU times of two fused add-RMSNorm reductions."""
+    lda.main([str(ROOT / "benchmarks/results/real-engines/vllm-small-det-h100/results.json.xz")])
+    out = capsys.readouterr().out
+    assert "11 servers, 9 bitwise classes" in out
+    after = out.split("GPU us per decode step of those kernels on every server:\n")[1].splitlines()
+    table = after[:next(i for i, line in enumerate(after) if not line.startswith("    "))]
+    assert table[1] == "    K2 = triton_red_fused__to_copy_add_fused_add_rms_norm_rms_norm_0"
+    rows = {line.split()[1]: line.split() for line in table if "gemma-3-1b-like-tp1-" in line}
+    assert len(rows) == 11
+    assert rows["gemma-3-1b-like-tp1-r3-off"][0] == "E" and rows["gemma-3-1b-like-tp1-r3-off"][3] == "154.5"
+    assert {rows[f"gemma-3-1b-like-tp1-{r}"][0] for r in ("r1-off", "r2-on", "r5-on")} == {"B"}
