@@ -110,9 +110,9 @@ VLLM_GPTOSS=("${VLLM_AB[@]}" --models gpt-oss-20b-like --out $PLAN/vllm-gptoss$S
 VLLM_SMALL_DET=("${VLLM_AB[@]}" --models gemma-3-1b-like --server-env TORCHINDUCTOR_DETERMINISTIC=1
   --out $PLAN/vllm-small-det$SUFFIX)
 # the small model without torch.compile: decode in full CUDA graphs, prefill eager, no Inductor kernels at all.
-# Fresh servers' bitwise classes follow the Triton configs of Inductor's fused add-RMSNorm reductions, which
-# TORCHINDUCTOR_DETERMINISTIC=1 did not pin (vllm_small_det); here vLLM's own CUDA kernels run instead, so the small
-# model's bitwise check can fail (docs/vllm-logprob-nondeterminism.md)
+# Fresh servers' bitwise classes follow the GPU times (Triton configs, likely) of Inductor's fused add-RMSNorm
+# reductions, which TORCHINDUCTOR_DETERMINISTIC=1 did not pin (vllm_small_det); here vLLM's own CUDA kernels run
+# instead, so the small model's bitwise check can fail (docs/vllm-logprob-nondeterminism.md)
 VLLM_SMALL_NOCOMPILE=("${VLLM_BASE[@]}" --models gemma-3-1b-like
   --extra-server-args "$VLLM_FLAGS --compilation-config '{\"mode\": \"NONE\", \"cudagraph_mode\": \"FULL_DECODE_ONLY\"}'"
   --out $PLAN/vllm-small-nocompile$SUFFIX)
