@@ -138,10 +138,14 @@ sglang_checks() {  # sgl_kernel's exactness suite and the guard's GPU test (~15 
       ATTN_SCHED_GPU_CASES=5000 bash integration/gpu_run.sh exactness -k sgl_kernel
 }
 
-ab_job() {  # ab_job NAME: the engine's checks, then the A/B step NAME (vllm_small: step vllm-small)
+ab_job() {  # ab_job NAME: the engine's checks, then the A/B step NAME (vllm_small: step vllm-small). On GPU N > 0
+  # the servers take the engine's default port + 10 N, so two jobs of one engine side by side on a multi-GPU
+  # machine (`vllm vllm_gptoss:0 vllm_small_nocompile:1`) do not meet on a port
   local -n args=${1^^}
+  local gpu=${CUDA_VISIBLE_DEVICES:-0} port=()
+  [[ $gpu =~ ^[1-9][0-9]*$ ]] && port=(--port $(($([ "${1%%_*}" = vllm ] && echo 8000 || echo 30000) + 10 * gpu)))
   "${1%%_*}_checks"
-  step "${1//_/-}" $RUN "${args[@]}"
+  step "${1//_/-}" $RUN "${args[@]}" "${port[@]}"
 }
 for job in $AB_JOBS; do eval "${job}_job() { ab_job $job; }"; done
 

@@ -31,6 +31,17 @@ def test_each_ab_job_runs_its_engines_checks_then_its_own_plan():
         assert line.endswith(f"--out /tmp/plan/{name}")
 
 
+def test_a_job_on_a_second_gpu_serves_on_its_own_port():
+    """Two jobs of one engine side by side on one host must not both bind the engine's default port."""
+    script = f'source {SCRIPT} --functions; step() {{ echo "$*"; }}; vllm_checks() {{ :; }}; sglang_checks() {{ :; }}; '
+    lines = [subprocess.run(["bash", "-c", script + job], check=True, capture_output=True, text=True,
+                            env={"PATH": "/usr/bin:/bin", "CUDA_VISIBLE_DEVICES": gpu}).stdout.strip()
+             for gpu, job in (("0", "vllm_gptoss_job"), ("1", "vllm_small_nocompile_job"), ("1", "sglang_gemma_job"))]
+    assert "--port" not in lines[0]
+    assert lines[1].endswith("--out /tmp/plan/vllm-small-nocompile --port 8010")
+    assert lines[2].endswith("--out /tmp/plan/sglang-gemma --port 30010")
+
+
 def test_tag_names_a_new_plan_beside_a_carried_one_and_repeats_grows_it():
     script = f'source {SCRIPT} --functions; step() {{ echo "$*"; }}; vllm_checks() {{ :; }}; vllm_gemma_job'
     env = {"PATH": "/usr/bin:/bin", "TAG": "h100", "REPEATS": "7"}
