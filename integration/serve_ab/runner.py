@@ -30,6 +30,7 @@ from .table import report
 
 CURRENT = "current.json"
 LOG_TAIL = 40
+EXCERPT = "excerpt.trace.json"  # rank 0, a few graph launches: real test data for the census (trace.excerpt)
 STARTS_FAILED_IN_A_ROW = 2  # servers that never became healthy, one after another: the setup is broken
 EXCEPTION_LINE = re.compile(r"\s*[\w.]*(Error|Exception)\b")
 
@@ -104,9 +105,11 @@ def _profile(plan: Plan, run: Run, s: Settings, ctx: Context, model_path: Path, 
                               plan.profile_tokens)
     layers = ctx.layers[run.model]
     ranks = []
-    for f in window["files"]:
+    for i, f in enumerate(window["files"]):
         counts = trace.count(f)
         ranks.append({**counts, **trace.per_step(counts, layers)})
+        if i == 0:  # beside traces/, so it comes back with the plan
+            trace.excerpt(f, trace_dir.parent / EXCERPT)
     return {"layers": layers, "seconds": plan.profile_seconds, "requests": profiling.REQUESTS,
             "request_ended_inside": window["request_ended_inside"], "ranks": ranks}
 

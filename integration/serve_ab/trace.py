@@ -22,7 +22,8 @@ same step, and only the names and their times show which (docs/vllm-logprob-nond
 Triton kernel keeps its name whichever config was picked, so each kernel name also gets its launch
 configurations: block size, registers per thread and shared memory, what a config compiles to (the
 grid follows the shape and is left out).
-Traces are not needed after this: the census is what is kept.
+Traces are not needed after this: the census is what is kept, with one short excerpt per server (the
+events the census reads over a few graph launches, ``excerpt``) as real test data for this parser.
 """
 
 from __future__ import annotations
@@ -43,11 +44,15 @@ KINDS = ("fa3_main", "combine", "prepare", "memset_fill", "other")
 GRAPH_LAUNCH = "cudaGraphLaunch"
 BLOCKING = re.compile(r"Synchronize|^cudaMemcpy")
 NAME_CHARS = 240
+EXCERPT_LAUNCHES = 12
+
+
+def _open(path: Path, mode: str):
+    return (gzip.open if path.name.endswith(".gz") else open)(path, mode, encoding="utf-8")
 
 
 def events(path: Path) -> list[dict]:
-    opener = gzip.open if path.name.endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8") as f:
+    with _open(path, "rt") as f:
         data = json.load(f)
     out = data.get("traceEvents", []) if isinstance(data, dict) else data
     return [ev for ev in out if isinstance(ev, dict)]
@@ -149,6 +154,27 @@ def graph_launches(evs: list[dict]) -> dict | None:
     gaps = [b - a for a, b in zip(launches, launches[1:])]
     return {"period": round(statistics.median(gaps), 3),
             "busy": round(statistics.median(g - w for g, w in zip(gaps, blocked)), 3), "n": len(gaps)}
+
+
+def excerpt(src: Path, dst: Path, launches: int = EXCERPT_LAUNCHES) -> bool:
+    """Write to ``dst`` what the census reads of ``launches`` consecutive CUDA-graph launches from the middle of
+    the trace ``src``: metadata, runtime calls and annotations in that span, and the device events those calls
+    launched: a few MB instead of tens (``.gz`` compresses); False (nothing written) with fewer launches."""
+    evs = events(src)
+    starts = sorted(float(ev.get("ts", 0.0)) for ev in evs
+                    if ev.get("cat") == "cuda_runtime" and GRAPH_LAUNCH in str(ev.get("name", "")))
+    if len(starts) <= launches:
+        return False
+    first = (len(starts) - launches) // 2
+    lo, hi = starts[first], starts[first + launches]
+    host = [ev for ev in evs if ev.get("cat") in ("cuda_runtime", "user_annotation")
+            and lo <= float(ev.get("ts", 0.0)) < hi]
+    ids = {(ev.get("args") or {}).get("correlation") for ev in host} - {None}
+    device = [ev for ev in evs if str(ev.get("cat", "")).lower() in DEVICE
+              and (ev.get("args") or {}).get("correlation") in ids]
+    with _open(dst, "wt") as f:
+        json.dump({"traceEvents": [ev for ev in evs if ev.get("ph") == "M"] + host + device}, f)
+    return True
 
 
 def per_step(counts: dict, layers: int) -> dict:

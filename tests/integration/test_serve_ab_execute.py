@@ -86,6 +86,8 @@ SERVER = textwrap.dedent("""
             for _ in range(layers):
                 events += [{"cat": "kernel", "name": "flash::prepare_varlen_num_blocks_kernel"}] if per_layer else []
                 events += [{"cat": "kernel", "name": "cutlass::device_kernel<flash::FlashAttnFwdSm90<x>>"}]
+        events += [{"cat": "cuda_runtime", "ph": "X", "name": "cudaGraphLaunch", "ts": float(i), "dur": 0.5,
+                    "args": {"correlation": i}} for i in range(20)]
         with gzip.open(os.path.join(directory, f"{time.time()}-TP-0.trace.json.gz"), "wt") as f:
             json.dump({"traceEvents": events}, f)
 
@@ -220,6 +222,8 @@ def test_sglang_plan_end_to_end(tmp_path, engine, models_dir):
         assert rec["weights"] == "dummy" and "--load-format dummy" in rec["commands"]["server"]
         assert rec["server_start_s"] >= 0 and "sglang.launch_server" in rec["commands"]["server"]
         assert (out / "runs" / f"{rec['id']}.json").exists()
+        excerpt = json.loads((out / "runs" / rec["id"] / "excerpt.trace.json").read_text())["traceEvents"]
+        assert [ev["ts"] for ev in excerpt] == [float(i) for i in range(4, 16)]  # 12 launches from the middle
     per_step = {v: r["profile"]["ranks"][0]["prepare_per_step"] for v, r in
                 zip(("off", "on", "seed"), runs.values())}
     assert per_step == {"off": 1.0, "on": 1.0, "seed": float(LAYERS)}

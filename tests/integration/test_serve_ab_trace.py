@@ -175,3 +175,31 @@ def test_each_kernel_name_keeps_its_launch_configs_not_its_grids(tmp_path):
     real = trace.count(Path(__file__).with_name("data") / "torch-2.11-h200-fa3-eager.trace.json.gz")["launch"]
     assert real and all(configs for configs in real.values())
     assert any(trace.PREPARE in name for name in real)
+
+
+def test_an_excerpt_keeps_what_the_census_reads_of_a_few_graph_launches(tmp_path):
+    """20 decode steps of 100 us: a graph launch replaying 2 layers (prepare, main, combine each) and an eager
+    kernel with its launch; the excerpt of 4 launches from the middle is steps 8-11, census per step unchanged."""
+    events = [{"ph": "M", "name": "process_name", "pid": 0, "args": {"name": "python"}}]
+    for step in range(20):
+        t, graph, eager = 1000.0 * step, 100 + 2 * step, 101 + 2 * step
+        events += [dict(timed("cudaGraphLaunch", t, 5.0, cat="cuda_runtime"), args={"correlation": graph}),
+                   dict(timed("cudaLaunchKernel", t + 50, 3.0, cat="cuda_runtime"), args={"correlation": eager}),
+                   timed("execute_context_0(0)_generation_4(4)", t - 10, 90.0, cat="user_annotation"),
+                   {"ph": "X", "cat": "cpu_op", "name": "aten::mm", "pid": 0, "tid": 7, "ts": t + 1, "dur": 1.0},
+                   dict(timed("void other()", t + 60, 5.0), args={"correlation": eager})]
+        events += [dict(timed(name, t + 10 + 3 * i, 2.0), args={"correlation": graph})
+                   for i, name in enumerate([PREPARE, MAIN, COMBINE] * 2)]
+    full = write(tmp_path / "full.json", events)
+    assert trace.excerpt(full, tmp_path / "x.trace.json.gz", launches=4)
+    got = trace.events(tmp_path / "x.trace.json.gz")
+    launches = sorted(ev["ts"] for ev in got if ev["name"] == "cudaGraphLaunch")
+    assert launches == [8000.0, 9000.0, 10000.0, 11000.0] and got[0]["ph"] == "M"
+    assert not any(ev.get("cat") == "cpu_op" for ev in got)
+    whole, part = (trace.count(f) for f in (full, tmp_path / "x.trace.json.gz"))
+    assert part["counts"] == {"fa3_main": 8, "combine": 8, "prepare": 8, "memset_fill": 0, "other": 4}
+    per_part, per_whole = (trace.per_step(c, 2)["per_step"] for c in (part, whole))
+    assert all(per_part[k] == per_whole[k] for k in ("count", "gpu_us", "by_name"))
+    # annotations open 10 us before their launch: 7990 is out, 11990 (before the 13th launch) is in
+    assert part["graph_replay_us"]["n"] == 4 and part["host_step_us"]["n"] == 4
+    assert not trace.excerpt(full, tmp_path / "y.json", launches=20) and not (tmp_path / "y.json").exists()
