@@ -203,3 +203,5 @@ def test_an_excerpt_keeps_what_the_census_reads_of_a_few_graph_launches(tmp_path
     # annotations open 10 us before their launch: 7990 is out, 11990 (before the 13th launch) is in
     assert part["graph_replay_us"]["n"] == 4 and part["host_step_us"]["n"] == 4
     assert not trace.excerpt(full, tmp_path / "y.json", launches=20) and not (tmp_path / "y.json").exists()
+    with pytest.raises(TypeError):  # what the runner catches: an odd trace costs the excerpt, not the run
+        trace.excerpt(write(tmp_path / "odd.json", [dict(e, ts=None) for e in events]), tmp_path / "z.json", 4)
