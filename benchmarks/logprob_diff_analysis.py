@@ -76,10 +76,14 @@ def tie_stats(prompts: list[dict], section: str, k: int) -> tuple[int, int, int]
     return n, repeat, boundary
 
 
+def rank0(run: dict) -> dict:
+    """Rank 0's record of the profile window ({} without one)."""
+    return ((run.get("profile") or {}).get("ranks") or [{}])[0]
+
+
 def per_step(run: dict) -> dict:
     """The census per decode step of rank 0's profile window ({} without one)."""
-    ranks = (run.get("profile") or {}).get("ranks") or [{}]
-    return ranks[0].get("per_step") or {}
+    return rank0(run).get("per_step") or {}
 
 
 def other_us(run: dict) -> str:
@@ -95,8 +99,7 @@ def by_name(run: dict) -> dict | None:
 
 def launch(run: dict) -> dict:
     """Launch configurations per kernel name of rank 0's profile window ({} before the field)."""
-    ranks = (run.get("profile") or {}).get("ranks") or [{}]
-    return ranks[0].get("launch") or {}
+    return rank0(run).get("launch") or {}
 
 
 def deviations(run: dict, reference: list[dict]) -> list[tuple[str, float, float, float, float]]:

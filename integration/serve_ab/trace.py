@@ -76,8 +76,12 @@ def _busy(intervals: list[tuple[float, float]]) -> float:
 
 
 def count(path: Path) -> dict:
+    """``count_events`` of the trace file ``path``."""
+    return count_events(events(path), path.name)
+
+
+def count_events(evs: list[dict], file: str) -> dict:
     """Counts and GPU time (us) per kernel kind, busy and span of the device events, host step times."""
-    evs = events(path)
     device = [ev for ev in evs if str(ev.get("cat", "")).lower() in DEVICE]
     counts = {k: 0 for k in KINDS}
     gpu_us = {k: 0.0 for k in KINDS}
@@ -102,7 +106,7 @@ def count(path: Path) -> dict:
         intervals.append((ts, ts + dur))
     host = [float(ev["dur"]) for ev in evs if ev.get("cat") == "user_annotation" and ev.get("ph") == "X"
             and DECODE_STEP.match(str(ev.get("name", "")))]
-    return {"file": path.name, "prepare": counts["prepare"], "fa3_main": counts["fa3_main"], "counts": counts,
+    return {"file": file, "prepare": counts["prepare"], "fa3_main": counts["fa3_main"], "counts": counts,
             "gpu_us": {k: round(v, 3) for k, v in gpu_us.items()}, "busy_us": round(_busy(intervals), 3),
             "by_name": {name: [n, round(us, 3)] for name, (n, us) in sorted(by_name.items())},
             "launch": {name: sorted(configs) for name, configs in sorted(launch.items())},
@@ -156,11 +160,10 @@ def graph_launches(evs: list[dict]) -> dict | None:
             "busy": round(statistics.median(g - w for g, w in zip(gaps, blocked)), 3), "n": len(gaps)}
 
 
-def excerpt(src: Path, dst: Path, launches: int = EXCERPT_LAUNCHES) -> bool:
+def excerpt(evs: list[dict], dst: Path, launches: int = EXCERPT_LAUNCHES) -> bool:
     """Write to ``dst`` what the census reads of ``launches`` consecutive CUDA-graph launches from the middle of
-    the trace ``src``: metadata, runtime calls and annotations in that span, and the device events those calls
-    launched: a few MB instead of tens (``.gz`` compresses); False (nothing written) with fewer launches."""
-    evs = events(src)
+    a trace's events ``evs``: metadata, runtime calls and annotations in that span, and the device events those
+    calls launched: a few MB instead of tens (``.gz`` compresses); False (nothing written) with fewer launches."""
     starts = sorted(float(ev.get("ts", 0.0)) for ev in evs
                     if ev.get("cat") == "cuda_runtime" and GRAPH_LAUNCH in str(ev.get("name", "")))
     if len(starts) <= launches:
