@@ -112,6 +112,8 @@ HEADLINE = {"vllm-small": "vLLM 0.26, gemma-3-1b-like (host-bound), CUDA graphs"
             "vllm-small-h100": "the same on an H100 (4 + 4, what the device time allowed)",
             "vllm-small-det-h100": "the same on an H100, every server under `TORCHINDUCTOR_DETERMINISTIC=1` (an "
                                    "experiment on vLLM's own fresh-server differences, not a speed claim)",
+            "vllm-small-nocompile-h100": "the same on an H100 without torch.compile (compilation mode NONE, full decode "
+                                         "graphs; 4 + 4, cut by device time)",
             "sglang-small": "SGLang 0.5.16, gemma-3-1b-like, CUDA graphs",
             "sglang-eagle": "SGLang 0.5.16, Qwen3-32B TP4 rank + EAGLE3 draft (topk 1), CUDA graphs (cut by device time)",
             "vllm-gemma": "vLLM 0.26, Gemma-3-12B-like (40 sliding : 8 full), CUDA graphs (2 machines; cut by device time)",

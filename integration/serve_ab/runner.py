@@ -30,7 +30,6 @@ from .table import report
 
 CURRENT = "current.json"
 LOG_TAIL = 40
-EXCERPT = "excerpt.trace.json"  # rank 0, a few graph launches: real test data for the census (trace.excerpt)
 STARTS_FAILED_IN_A_ROW = 2  # servers that never became healthy, one after another: the setup is broken
 EXCEPTION_LINE = re.compile(r"\s*[\w.]*(Error|Exception)\b")
 
@@ -111,7 +110,7 @@ def _profile(plan: Plan, run: Run, s: Settings, ctx: Context, model_path: Path, 
         ranks.append({**counts, **trace.per_step(counts, layers)})
         if i == 0:  # beside traces/, so it comes back with the plan; test data, never a reason to fail a run
             try:
-                trace.excerpt(evs, trace_dir.parent / EXCERPT)
+                trace.excerpt(evs, trace_dir.parent / trace.EXCERPT_FILE)
             except (OSError, TypeError, ValueError) as exc:
                 print(f"[serve_ab] {run.id}: no trace excerpt ({exc})", flush=True)
     return {"layers": layers, "seconds": plan.profile_seconds, "requests": profiling.REQUESTS,

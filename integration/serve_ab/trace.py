@@ -1,4 +1,4 @@
-"""Per-decode-step kernel census from a chrome trace (.json / .json.gz) of one process / rank.
+"""Per-decode-step kernel census from a chrome trace (.json / .json.gz / .json.xz) of one process / rank.
 
 Method: in a window of pure decode, every attention layer makes exactly one FA3 forward call per
 step, and each call runs one main kernel (``FlashAttnFwdSm90``; a split-KV combine is a separate
@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import lzma
 import re
 import statistics
 from pathlib import Path
@@ -45,10 +46,13 @@ GRAPH_LAUNCH = "cudaGraphLaunch"
 BLOCKING = re.compile(r"Synchronize|^cudaMemcpy")
 NAME_CHARS = 240
 EXCERPT_LAUNCHES = 12
+# beside each server's traces (rank 0, a few graph launches): real test data for the census (``excerpt``)
+EXCERPT_FILE = "excerpt.trace.json"
 
 
 def _open(path: Path, mode: str):
-    return (gzip.open if path.name.endswith(".gz") else open)(path, mode, encoding="utf-8")
+    opener = {".gz": gzip.open, ".xz": lzma.open}.get(path.suffix, open)  # committed excerpts are .xz
+    return opener(path, mode, encoding="utf-8")
 
 
 def events(path: Path) -> list[dict]:
@@ -56,6 +60,11 @@ def events(path: Path) -> list[dict]:
         data = json.load(f)
     out = data.get("traceEvents", []) if isinstance(data, dict) else data
     return [ev for ev in out if isinstance(ev, dict)]
+
+
+def device_events(evs: list[dict]) -> list[dict]:
+    """Kernels, memsets and memcpys: what ran on the GPU."""
+    return [ev for ev in evs if str(ev.get("cat", "")).lower() in DEVICE]
 
 
 def kind(ev: dict) -> str:
@@ -82,7 +91,7 @@ def count(path: Path) -> dict:
 
 def count_events(evs: list[dict], file: str) -> dict:
     """Counts and GPU time (us) per kernel kind, busy and span of the device events, host step times."""
-    device = [ev for ev in evs if str(ev.get("cat", "")).lower() in DEVICE]
+    device = device_events(evs)
     counts = {k: 0 for k in KINDS}
     gpu_us = {k: 0.0 for k in KINDS}
     by_name: dict[str, list] = {}
@@ -115,22 +124,30 @@ def count_events(evs: list[dict], file: str) -> dict:
             "graph_launch_us": graph_launches(evs), "graph_replay_us": graph_replays(evs, device)}
 
 
-def graph_replays(evs: list[dict], device: list[dict]) -> dict | None:
-    """GPU span and busy time (us, medians) of one CUDA-graph replay; None without replayed device events."""
+def replays(evs: list[dict], device: list[dict]) -> list[list[dict]]:
+    """The device events of each CUDA-graph replay (those carrying its launch's correlation id), in time
+    order, replays in launch order."""
     launches = {(ev.get("args") or {}).get("correlation") for ev in evs
                 if ev.get("cat") == "cuda_runtime" and GRAPH_LAUNCH in str(ev.get("name", ""))}
     launches.discard(None)
-    replays: dict = {}
+    by_launch: dict = {}
     for ev in device:
         correlation = (ev.get("args") or {}).get("correlation")
         if correlation in launches:
-            ts = float(ev.get("ts", 0.0))
-            replays.setdefault(correlation, []).append((ts, ts + float(ev.get("dur", 0.0))))
-    if not replays:
+            by_launch.setdefault(correlation, []).append(ev)
+    out = [sorted(group, key=lambda ev: float(ev.get("ts", 0.0))) for group in by_launch.values()]
+    return sorted(out, key=lambda group: float(group[0].get("ts", 0.0)))
+
+
+def graph_replays(evs: list[dict], device: list[dict]) -> dict | None:
+    """GPU span and busy time (us, medians) of one CUDA-graph replay; None without replayed device events."""
+    intervals = [[(float(ev.get("ts", 0.0)), float(ev.get("ts", 0.0)) + float(ev.get("dur", 0.0))) for ev in group]
+                 for group in replays(evs, device)]
+    if not intervals:
         return None
-    spans = [max(b for _, b in iv) - min(a for a, _ in iv) for iv in replays.values()]
+    spans = [max(b for _, b in iv) - min(a for a, _ in iv) for iv in intervals]
     return {"span": round(statistics.median(spans), 3),
-            "busy": round(statistics.median(_busy(iv) for iv in replays.values()), 3), "n": len(replays)}
+            "busy": round(statistics.median(_busy(iv) for iv in intervals), 3), "n": len(intervals)}
 
 
 def graph_launches(evs: list[dict]) -> dict | None:
@@ -173,8 +190,7 @@ def excerpt(evs: list[dict], dst: Path, launches: int = EXCERPT_LAUNCHES) -> boo
     host = [ev for ev in evs if ev.get("cat") in ("cuda_runtime", "user_annotation")
             and lo <= float(ev.get("ts", 0.0)) < hi]
     ids = {(ev.get("args") or {}).get("correlation") for ev in host} - {None}
-    device = [ev for ev in evs if str(ev.get("cat", "")).lower() in DEVICE
-              and (ev.get("args") or {}).get("correlation") in ids]
+    device = [ev for ev in device_events(evs) if (ev.get("args") or {}).get("correlation") in ids]
     with _open(dst, "wt") as f:
         json.dump({"traceEvents": [ev for ev in evs if ev.get("ph") == "M"] + host + device}, f)
     return True

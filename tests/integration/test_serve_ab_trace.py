@@ -206,3 +206,30 @@ def test_an_excerpt_keeps_what_the_census_reads_of_a_few_graph_launches(tmp_path
     assert not (tmp_path / "y.json").exists()
     with pytest.raises(TypeError):  # what the runner catches: an odd trace costs the excerpt, not the run
         trace.excerpt([dict(e, ts=None) for e in events], tmp_path / "z.json", 4)
+
+
+def test_replays_group_a_launchs_device_events_in_time_order(tmp_path):
+    """Device events carry their graph launch's correlation id, possibly out of order in the file."""
+    def node(name, ts, correlation):
+        return dict(timed(name, ts, 1.0), args={"correlation": correlation})
+    evs = [dict(timed("cudaGraphLaunch", 100, 1.0, cat="cuda_runtime"), args={"correlation": 6}),
+           dict(timed("cudaGraphLaunch", 0, 1.0, cat="cuda_runtime"), args={"correlation": 5}),
+           node("b", 20, 5), node("a", 10, 5), node("c", 110, 6), node("eager", 50, 9),
+           {"ph": "X", "cat": "cpu_op", "name": "aten::mm", "ts": 11, "args": {"correlation": 5}}]
+    got = trace.replays(evs, trace.device_events(evs))
+    assert [[ev["name"] for ev in r] for r in got] == [["a", "b"], ["c"]]
+
+
+NOCOMPILE = Path(__file__).resolve().parents[2] / "benchmarks/results/real-engines/vllm-small-nocompile-h100/runs"
+
+
+@pytest.mark.parametrize("run, prepares", [("gemma-3-1b-like-tp1-r1-off", 26), ("gemma-3-1b-like-tp1-r1-on", 2)])
+def test_the_census_of_real_vllm_graph_replays(run, prepares):
+    """Committed excerpts of two real servers (vLLM 0.26, gemma-3-1b-like: 26 attention layers, full decode
+    graphs, H100): 12 replays, each one decode step with 26 FA3 main kernels; plugin off, a prepare per layer;
+    on, one per shape (sliding and full)."""
+    counts = trace.count(NOCOMPILE / run / (trace.EXCERPT_FILE + ".xz"))
+    replay = counts["graph_replay_us"]
+    assert replay["n"] == 12 and counts["fa3_main"] == 12 * 26
+    assert trace.per_step(counts, layers=26)["prepare_per_step"] == prepares
+    assert 0 < replay["busy"] < replay["span"] < 6000  # a 1B model's step: about 5 ms of GPU span
