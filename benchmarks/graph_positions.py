@@ -12,8 +12,7 @@ the count expected by chance is printed beside the observed one.
 
 What the pattern tells: a slower clock or a slower kernel moves positions one way; the same ops working on
 other addresses (another memory layout) move many single positions both ways, by the same amount on every
-server of a variant, while the median position stays put (docs/vllm-logprob-nondeterminism.md, the
-``-O0`` plan).
+server of a variant, while the median position stays put (docs/graph-memory-layout.md).
 """
 
 from __future__ import annotations
