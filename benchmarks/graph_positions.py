@@ -42,16 +42,16 @@ def profile(path: Path) -> dict:
         raise ValueError(f"{path}: no CUDA-graph replays")
     length = Counter(len(r) for r in replays).most_common(1)[0][0]
     replays = [r for r in replays if len(r) == length]
-    prepares = [[ev for ev in r if trace.PREPARE in str(ev.get("name", ""))] for r in replays]
-    kept = [[ev for ev in r if trace.PREPARE not in str(ev.get("name", ""))] for r in replays]
-    names = [str(ev.get("name", ""))[:trace.NAME_CHARS] for ev in kept[0]]
-    if any([str(ev.get("name", ""))[:trace.NAME_CHARS] for ev in r] != names for r in kept):
+    prepares = [[ev for ev in r if trace.kind(ev) == "prepare"] for r in replays]
+    kept = [[ev for ev in r if trace.kind(ev) != "prepare"] for r in replays]
+    names = [[str(ev.get("name", ""))[:trace.NAME_CHARS] for ev in r] for r in kept]
+    if any(n != names[0] for n in names):
         raise ValueError(f"{path}: replays of {length} kernels run different kernels")
-    return {"names": names,
-            "us": [statistics.median(float(r[i].get("dur", 0.0)) for r in kept) for i in range(len(names))],
+    return {"names": names[0],
+            "us": [statistics.median(float(r[i].get("dur", 0.0)) for r in kept) for i in range(len(names[0]))],
             "prepare": (len(prepares[0]), statistics.median(sum(float(ev.get("dur", 0.0)) for ev in p)
                                                             for p in prepares)),
-            "span": trace.graph_replays(evs, [ev for r in replays for ev in r])["span"]}
+            "span": trace.graph_replays(replays)["span"]}
 
 
 def compare(base: list[dict], other: list[dict]) -> dict:

@@ -67,6 +67,11 @@ def device_events(evs: list[dict]) -> list[dict]:
     return [ev for ev in evs if str(ev.get("cat", "")).lower() in DEVICE]
 
 
+def is_graph_launch(ev: dict) -> bool:
+    """A ``cudaGraphLaunch`` runtime call: its correlation id is carried by the replay's device events."""
+    return ev.get("cat") == "cuda_runtime" and GRAPH_LAUNCH in str(ev.get("name", ""))
+
+
 def kind(ev: dict) -> str:
     name = str(ev.get("name", ""))
     for key, marker in (("prepare", PREPARE), ("fa3_main", FA3_MAIN), ("combine", COMBINE)):
@@ -121,14 +126,13 @@ def count_events(evs: list[dict], file: str) -> dict:
             "launch": {name: sorted(configs) for name, configs in sorted(launch.items())},
             "span_us": round(max(b for _, b in intervals) - min(a for a, _ in intervals), 3) if intervals else 0.0,
             "host_step_us": ({"median": statistics.median(host), "n": len(host)} if host else None),
-            "graph_launch_us": graph_launches(evs), "graph_replay_us": graph_replays(evs, device)}
+            "graph_launch_us": graph_launches(evs), "graph_replay_us": graph_replays(replays(evs, device))}
 
 
 def replays(evs: list[dict], device: list[dict]) -> list[list[dict]]:
     """The device events of each CUDA-graph replay (those carrying its launch's correlation id), in time
     order, replays in launch order."""
-    launches = {(ev.get("args") or {}).get("correlation") for ev in evs
-                if ev.get("cat") == "cuda_runtime" and GRAPH_LAUNCH in str(ev.get("name", ""))}
+    launches = {(ev.get("args") or {}).get("correlation") for ev in evs if is_graph_launch(ev)}
     launches.discard(None)
     by_launch: dict = {}
     for ev in device:
@@ -139,10 +143,11 @@ def replays(evs: list[dict], device: list[dict]) -> list[list[dict]]:
     return sorted(out, key=lambda group: float(group[0].get("ts", 0.0)))
 
 
-def graph_replays(evs: list[dict], device: list[dict]) -> dict | None:
-    """GPU span and busy time (us, medians) of one CUDA-graph replay; None without replayed device events."""
+def graph_replays(groups: list[list[dict]]) -> dict | None:
+    """GPU span and busy time (us, medians) of one CUDA-graph replay, over the ``replays`` groups ``groups``;
+    None without replayed device events."""
     intervals = [[(float(ev.get("ts", 0.0)), float(ev.get("ts", 0.0)) + float(ev.get("dur", 0.0))) for ev in group]
-                 for group in replays(evs, device)]
+                 for group in groups]
     if not intervals:
         return None
     spans = [max(b for _, b in iv) - min(a for a, _ in iv) for iv in intervals]
@@ -157,9 +162,9 @@ def graph_launches(evs: list[dict]) -> dict | None:
     by_thread: dict = {}
     for ev in runtime:
         by_thread.setdefault((ev.get("pid"), ev.get("tid")), []).append(ev)
-    calls = max(by_thread.values(), key=lambda c: sum(GRAPH_LAUNCH in str(e.get("name")) for e in c), default=[])
+    calls = max(by_thread.values(), key=lambda c: sum(map(is_graph_launch, c)), default=[])
     calls.sort(key=lambda e: float(e.get("ts", 0.0)))
-    launches = [float(e["ts"]) for e in calls if GRAPH_LAUNCH in str(e.get("name"))]
+    launches = [float(e["ts"]) for e in calls if is_graph_launch(e)]
     if len(launches) < 2:
         return None
     blocked = [0.0] * (len(launches) - 1)
@@ -181,8 +186,7 @@ def excerpt(evs: list[dict], dst: Path, launches: int = EXCERPT_LAUNCHES) -> boo
     """Write to ``dst`` what the census reads of ``launches`` consecutive CUDA-graph launches from the middle of
     a trace's events ``evs``: metadata, runtime calls and annotations in that span, and the device events those
     calls launched: a few MB instead of tens (``.gz`` compresses); False (nothing written) with fewer launches."""
-    starts = sorted(float(ev.get("ts", 0.0)) for ev in evs
-                    if ev.get("cat") == "cuda_runtime" and GRAPH_LAUNCH in str(ev.get("name", "")))
+    starts = sorted(float(ev.get("ts", 0.0)) for ev in evs if is_graph_launch(ev))
     if len(starts) <= launches:
         return False
     first = (len(starts) - launches) // 2
