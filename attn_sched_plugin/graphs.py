@@ -1,18 +1,19 @@
-"""CUDA-graph replays: the prepare launches each captured graph avoids, counted at every replay.
+"""CUDA-graph captures and replays: each graph's arena, and the prepare launches it avoids, counted at every replay.
 
 Almost all of the plugin's work happens in graph replays, which never enter Python's FA3 wrapper.
 While a graph is captured, the interceptor books, per CUDA capture id, the prepare launches the
 capture avoided (each injected call skips one, each computed metadata adds one). ``GraphCounts.install()``
-wraps ``torch.cuda.CUDAGraph.capture_end``, which moves that count onto the graph object, and
-``replay`` (one ``patching.PatchSet``). The capture id identifies a graph exactly, also when one graph holds the layers of
-several engine backends (speculative draft steps), which engine callbacks cannot attribute.
+wraps ``torch.cuda.CUDAGraph.capture_begin``, which first allocates the capture's ``Arena`` (outside the
+graph's pool: ``arena.py``), ``capture_end``, which moves that count and the arena onto the graph object,
+and ``replay`` (one ``patching.PatchSet``). The capture id identifies a graph exactly, also when one graph
+holds the layers of several engine backends (speculative draft steps), which engine callbacks cannot attribute.
 
 A replay must cost nothing measurable (issue 21: host-bound servers show every microsecond), so
 it only adds one to its graph's own count: no lock, no call, no clock. The totals are summed from
 the graphs' counts when read (``GraphCounts.totals()``), and a collected graph's count is kept in the retired
 totals. One graph is replayed by one thread at a time, so the unlocked addition is exact. The
 periodic summary is checked once every ``SUMMARY_EVERY`` replays of a graph, not per replay.
-Nothing here raises into the engine: the real ``capture_end`` and ``replay`` always run.
+Nothing here raises into the engine: the real ``capture_begin``, ``capture_end`` and ``replay`` always run.
 """
 
 from __future__ import annotations
@@ -25,11 +26,13 @@ from typing import Callable
 import torch
 
 from . import context, once
+from .arena import Arena
 from .patching import PatchSet
 
 _ATTR = "_attn_sched_count"
+_ARENA = "_attn_sched_arena"  # the graph's replays write its metadata there: it lives as long as the graph
 SUMMARY_EVERY = 256
-MAX_PENDING = 64  # captures booked but not ended (a capture that failed midway never ends)
+MAX_PENDING = 64  # captures booked or given an arena but not ended (a capture that failed midway never ends)
 _FIELDS = ("graphs", "replays", "launches_avoided")
 
 
@@ -73,6 +76,8 @@ class GraphCounts:
     def __init__(self):
         self._lock = threading.Lock()
         self._pending: dict[int, int] = {}  # capture id -> launches avoided so far in that capture
+        self._arenas: dict[int, Arena] = {}  # capture id -> its arena, until the capture ends
+        self._unowned: list[Arena] = []  # arenas of graphs that cannot hold one: kept for the process's life
         self._live: set = set()  # the _Count of each counted graph still alive
         self._retired = Counter()  # _FIELDS of counted graphs since collected
         self._patches = PatchSet()
@@ -87,10 +92,41 @@ class GraphCounts:
                 del pending[next(iter(pending))]  # the oldest: its capture never ended
             pending[capture_id] = pending.get(capture_id, 0) + avoided
 
+    def opened(self, capture_id: int, arena: Arena) -> None:
+        """Capture ``capture_id`` began with ``arena`` allocated for it."""
+        if capture_id in (context.NOT_CAPTURING, context.UNKNOWN_CAPTURE):
+            return
+        with self._lock:
+            arenas = self._arenas
+            if len(arenas) >= MAX_PENDING:
+                del arenas[next(iter(arenas))]
+            arenas[capture_id] = arena
+
+    def keep(self, capture_id: int, metadata: torch.Tensor) -> torch.Tensor:
+        """``metadata`` computed in capture ``capture_id``, moved into that capture's arena; itself where the
+        capture has no arena (begun before ``install``) or the arena is full (logged once)."""
+        with self._lock:
+            arena = self._arenas.get(capture_id)
+        kept = None if arena is None else arena.keep(metadata)
+        if kept is None:
+            if arena is not None:
+                once.warn(f"a captured step's metadata exceeds its arena ({arena.buffer.numel()} ints); it stays "
+                          "in the graph's memory pool, where it moves later allocations (docs/graph-memory-layout.md)")
+            return metadata
+        return kept
+
     def captured(self, graph, capture_id: int) -> None:
-        """``graph``'s capture (``capture_id``) ended: it avoids what its capture booked, at every replay."""
+        """``graph``'s capture (``capture_id``) ended: it keeps its arena if it wrote there, and avoids what its
+        capture booked, at every replay."""
         with self._lock:
             avoided = self._pending.pop(capture_id, 0)
+            arena = self._arenas.pop(capture_id, None)
+        if arena is not None and arena.used:
+            try:
+                setattr(graph, _ARENA, arena)
+            except (AttributeError, TypeError):  # a graph without attributes: its replays still write there
+                with self._lock:
+                    self._unowned.append(arena)
         if not avoided:
             return
         count = _Count(avoided, self)
@@ -122,13 +158,27 @@ class GraphCounts:
         return {name: totals[name] for name in _FIELDS}
 
     def install(self) -> None:
-        """Wrap ``CUDAGraph.capture_end`` and ``replay`` (idempotent; ``uninstall`` restores them)."""
+        """Wrap ``CUDAGraph.capture_begin``, ``capture_end`` and ``replay`` (idempotent; ``uninstall`` restores them)."""
         graph_cls = torch.cuda.CUDAGraph
         with self._lock:
             if self._patches:
                 return
-            capture_end, replay = graph_cls.capture_end, graph_cls.replay
-            captured = self.captured
+            capture_begin, capture_end, replay = graph_cls.capture_begin, graph_cls.capture_end, graph_cls.replay
+            opened, captured = self.opened, self.captured
+
+            def capture_begin_with_arena(self, *args, **kwargs):
+                try:
+                    arena = Arena.allocate()  # before the capture begins: not from the graph's pool
+                except Exception as exc:
+                    once.warn(f"allocating a capture's arena failed ({type(exc).__name__}: {exc})")
+                    arena = None
+                result = capture_begin(self, *args, **kwargs)
+                if arena is not None:
+                    try:
+                        opened(context.capture_id(torch.cuda.current_stream().cuda_stream), arena)
+                    except Exception as exc:
+                        once.warn(f"reading the capture id at capture_begin failed ({type(exc).__name__}: {exc})")
+                return result
 
             def capture_end_counted(self, *args, **kwargs):
                 try:
@@ -145,6 +195,7 @@ class GraphCounts:
                 return result
 
             with self._patches:
+                self._patches.set(graph_cls, "capture_begin", capture_begin_with_arena)
                 self._patches.set(graph_cls, "capture_end", capture_end_counted)
                 self._patches.set(graph_cls, "replay", _counting(replay))
 

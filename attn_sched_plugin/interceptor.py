@@ -4,10 +4,11 @@ Per call, top to bottom: read the caller's arguments as the forward op's fields
 (``Binder.fields``), derive the exact scheduling parameters (``descriptor.parameters``), check
 and identify the batch tensors (``StepCache.identities``, memoised per step), build the key
 (parameters + batch-tensor identity + context), take the step's metadata for that key or compute
-it with the same build (``_compute``: the plain tuples go to the op as they are), and call
-``fn`` with the caller's own arguments plus ``scheduler_metadata=``. A call that already carries
-metadata goes to the ``guard`` (kept unless provably wrong for the call); a call we cannot prove
-exact, and any failure of ours, pass through untouched. ``eager_entry`` is the guard's way in for
+it with the same build (``_compute``: the plain tuples go to the op as they are; in a capture, kept in
+the capture's arena, ``arena.py``), and call ``fn`` with the caller's own arguments plus
+``scheduler_metadata=``. A call that already carries metadata goes to the ``guard`` (kept unless
+provably wrong for the call); a call we cannot prove exact, and any failure of ours, pass through
+untouched. ``eager_entry`` is the guard's way in for
 eager steps (``ATTN_SCHED_GUARD=always``).
 """
 
@@ -156,11 +157,12 @@ def _compute(provider: Provider, signature: tuple, sizes: tuple, tensors: tuple,
     except ProviderUnavailable as exc:
         _log_once(str(exc))
         raise Decline("provider_unavailable") from exc
+    if where[2]:
+        metadata = activation.PROCESS.graphs.keep(where[2], metadata)  # out of the graph's pool (arena.py)
+        activation.PROCESS.graphs.book(where[2], -1)  # the graph replays this metadata kernel instead
     cache.put(key, metadata, tensors)
     cache.tally.computed += 1
     guard.note_size(provider.name, signature, sizes, metadata.numel())
-    if where[2]:
-        activation.PROCESS.graphs.book(where[2], -1)  # the graph replays this metadata kernel instead
     _announce(provider, cache.tally.step, where, signature, sizes, metadata)
     return metadata
 

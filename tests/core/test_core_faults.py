@@ -114,6 +114,9 @@ class FakeGraph:
 
     runs = 0
 
+    def capture_begin(self, pool=None, capture_error_mode="global"):
+        pass
+
     def capture_end(self):
         pass
 

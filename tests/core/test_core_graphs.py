@@ -12,7 +12,7 @@ import pytest
 import torch
 from core_calls import kvcache_call
 
-from attn_sched_plugin import activation, context, graphs, interceptor, runtime, stats
+from attn_sched_plugin import activation, arena, context, graphs, interceptor, runtime, stats
 
 
 @pytest.fixture
@@ -100,3 +100,89 @@ def test_periodic_summary_fires_from_replays(ref, capturing, caplog, monkeypatch
         assert not any("CUDA-graph replays" in r.getMessage() for r in caplog.records)  # not checked per replay
         graphs.replayed(graph)
     assert any("CUDA-graph replays" in r.getMessage() for r in caplog.records)
+
+
+def _held() -> list:
+    """The metadata tensors the open step holds."""
+    return [metadata for metadata, _ in runtime.state().entries.values()]
+
+
+def _in(buffer: torch.Tensor, t: torch.Tensor) -> bool:
+    return t.untyped_storage().data_ptr() == buffer.untyped_storage().data_ptr()
+
+
+def test_a_captured_steps_metadata_lives_in_its_captures_arena(ref, capturing, tally):
+    """Each shape's metadata is copied into a 128-byte aligned slot of the capture's arena, outside the graph's
+    pool (docs/graph-memory-layout.md); the reference FA3, as strict as FA3, reads it there."""
+    fa = interceptor.wrap(ref.flash_attn_with_kvcache, ref.build())
+    buffer = torch.full((arena.INTS,), -1, dtype=torch.int32)
+    activation.PROCESS.graphs.opened(41, arena.Arena(buffer))
+    capturing(41)
+    runtime.new_step()
+    _layers(fa, 3)
+    _layers(fa, 2, b=3)
+    assert (tally().computed, tally().injected, dict(tally().passthrough)) == (2, 5, {})
+    held = _held()
+    assert all(_in(buffer, t) for t in held) and sorted(t.storage_offset() for t in held) == [0, arena.ALIGN]
+    graph = SimpleNamespace()
+    activation.PROCESS.graphs.captured(graph, 41)
+    assert graph._attn_sched_arena.buffer is buffer  # replays write there: it lives as long as the graph
+
+
+def test_without_room_in_an_arena_the_metadata_stays_where_it_was_computed(ref, capturing, tally, caplog):
+    fa = interceptor.wrap(ref.flash_attn_with_kvcache, ref.build())
+    small = torch.empty(1, dtype=torch.int32)  # smaller than one metadata tensor
+    activation.PROCESS.graphs.opened(42, arena.Arena(small))
+    capturing(42)
+    runtime.new_step()
+    with caplog.at_level("WARNING", logger="attn_sched_plugin"):
+        _layers(fa, 2)
+    assert not any(_in(small, t) for t in _held()) and (tally().injected, dict(tally().passthrough)) == (2, {})
+    assert sum("exceeds its arena" in r.getMessage() for r in caplog.records) == 1
+    unused = SimpleNamespace()
+    activation.PROCESS.graphs.captured(unused, 42)
+    assert not hasattr(unused, "_attn_sched_arena")  # nothing written there: not kept
+    capturing(43)  # a capture begun before install: no arena at all
+    runtime.new_step()
+    _layers(fa, 2)
+    assert (tally().injected, dict(tally().passthrough)) == (2, {})
+
+
+def test_a_graph_that_cannot_hold_its_arena_does_not_lose_it(capturing):
+    kept = arena.Arena(torch.zeros(arena.INTS, dtype=torch.int32))
+    activation.PROCESS.graphs.opened(44, kept)
+    activation.PROCESS.graphs.keep(44, torch.tensor([1, 2], dtype=torch.int32))
+    activation.PROCESS.graphs.captured(object(), 44)  # no attributes
+    assert activation.PROCESS.graphs._unowned == [kept]
+
+
+def test_install_allocates_each_captures_arena_before_it_begins(monkeypatch, caplog):
+    calls = []
+    monkeypatch.setattr(torch.cuda.CUDAGraph, "capture_begin", lambda self, *a, **k: calls.append("capture_begin"))
+    monkeypatch.setattr(torch.cuda.CUDAGraph, "capture_end", lambda self: calls.append("capture_end"))
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda: SimpleNamespace(cuda_stream=5))
+    monkeypatch.setattr(context, "capture_id", lambda stream: 99)
+
+    def allocate(cls):
+        calls.append("allocate")
+        return cls(torch.zeros(arena.INTS, dtype=torch.int32))
+
+    monkeypatch.setattr(arena.Arena, "allocate", classmethod(allocate))
+    original = torch.cuda.CUDAGraph.capture_begin
+    activation.PROCESS.graphs.install()
+    try:
+        graph = SimpleNamespace()
+        torch.cuda.CUDAGraph.capture_begin(graph, pool=(0, 1))
+        kept = activation.PROCESS.graphs.keep(99, torch.tensor([7, 8], dtype=torch.int32))
+        torch.cuda.CUDAGraph.capture_end(graph)
+        monkeypatch.setattr(arena.Arena, "allocate", classmethod(lambda cls: 1 / 0))
+        with caplog.at_level("WARNING", logger="attn_sched_plugin"):
+            torch.cuda.CUDAGraph.capture_begin(SimpleNamespace())  # the capture begins all the same
+        metadata = torch.tensor([3], dtype=torch.int32)
+        assert activation.PROCESS.graphs.keep(99, metadata) is metadata
+    finally:
+        activation.PROCESS.graphs.uninstall()
+    assert torch.cuda.CUDAGraph.capture_begin is original
+    assert calls == ["allocate", "capture_begin", "capture_end", "capture_begin"]
+    assert kept.tolist() == [7, 8] and graph._attn_sched_arena.buffer[:2].tolist() == [7, 8]
+    assert any("allocating a capture's arena failed (ZeroDivisionError" in r.getMessage() for r in caplog.records)
