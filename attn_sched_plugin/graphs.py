@@ -99,7 +99,9 @@ class GraphCounts:
         with self._lock:
             arenas = self._arenas
             if len(arenas) >= MAX_PENDING:
-                del arenas[next(iter(arenas))]
+                oldest = arenas.pop(next(iter(arenas)))
+                if oldest.used:  # its capture may yet end into a graph that writes there: never freed
+                    self._unowned.append(oldest)
             arenas[capture_id] = arena
 
     def keep(self, capture_id: int, metadata: torch.Tensor) -> torch.Tensor:

@@ -154,6 +154,12 @@ def test_a_graph_that_cannot_hold_its_arena_does_not_lose_it(capturing):
     activation.PROCESS.graphs.keep(44, torch.tensor([1, 2], dtype=torch.int32))
     activation.PROCESS.graphs.captured(object(), 44)  # no attributes
     assert activation.PROCESS.graphs._unowned == [kept]
+    written = arena.Arena(torch.zeros(arena.INTS, dtype=torch.int32))
+    activation.PROCESS.graphs.opened(45, written)
+    activation.PROCESS.graphs.keep(45, torch.tensor([1, 2], dtype=torch.int32))
+    for capture_id in range(46, 46 + graphs.MAX_PENDING):  # captures that never end push 45 out
+        activation.PROCESS.graphs.opened(capture_id, arena.Arena(torch.zeros(1, dtype=torch.int32)))
+    assert activation.PROCESS.graphs._unowned == [kept, written]  # written to: kept, not freed
 
 
 def test_install_allocates_each_captures_arena_before_it_begins(monkeypatch, caplog):
