@@ -132,13 +132,28 @@ def _activation_offsets(step: Step, variant: str) -> list[int]:
     return [ptr - first[0] for ptr in ptrs]
 
 
-def test_the_plugin_leaves_a_captured_steps_memory_layout_as_fa3_alone_has_it(vllm_build, record):
-    """Plugin-on vLLM servers without torch.compile ran the kernels around attention slower at hundreds of
-    graph positions, the same positions on every server: the signature of other addresses. Each layer's next
-    activation must land where it lands with FA3 alone: the step's metadata lives in the capture's arena."""
+def _layouts(vllm_build, record) -> tuple[list[int], list[int]]:
+    """Each layer's next-activation offset in a captured 12-layer mixed-window step: FA3 alone, the plugin."""
     p = PRESETS["gemma-3-27b-like"]._replace(layers=12)  # sliding and full layers: two metadata tensors per step
     step = Step(p, vllm_build, 4, 1024, 1, torch.device("cuda"))
     alone, plugin = _activation_offsets(step, "fa3"), _activation_offsets(step, "plugin")
     record(layers=p.layers, fa3_alone=alone, plugin=plugin)
     assert len(alone) == len(plugin) == p.layers
+    return alone, plugin
+
+
+def test_metadata_held_in_the_graphs_pool_moves_the_captured_steps_later_allocations(vllm_build, record):
+    """Control, the hypothesis of docs/graph-memory-layout.md: without the wrappers a capture has no arena, so
+    the step cache holds its metadata in the graph's pool, and the layers' next activations land elsewhere than
+    with FA3 alone. Documents that the layout test below can fail."""
+    activation.PROCESS.graphs.uninstall()
+    alone, plugin = _layouts(vllm_build, record)
+    assert plugin != alone
+
+
+def test_the_plugin_leaves_a_captured_steps_memory_layout_as_fa3_alone_has_it(vllm_build, record):
+    """Plugin-on vLLM servers without torch.compile ran the kernels around attention slower at hundreds of
+    graph positions, the same positions on every server: the signature of other addresses. Each layer's next
+    activation must land where it lands with FA3 alone: the step's metadata lives in the capture's arena."""
+    alone, plugin = _layouts(vllm_build, record)
     assert plugin == alone
