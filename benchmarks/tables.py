@@ -72,6 +72,9 @@ EXACTNESS = {
                                                   "ATTN_SCHED_GPU_CASES=5000 bash integration/gpu_run.sh exactness -k "
                                                   "sgl_kernel (sglang-kernel 0.4.5; integration/gpu_plan.sh sglang_eagle, "
                                                   "checkout df17452)",
+    "gpu-exactness-graph-arena": "ATTN_SCHED_FA3_LIB=/tmp/engines/vllm-0.26.0/site/vllm/vllm_flash_attn/_vllm_fa3_C.abi3.so "
+                                 "ATTN_SCHED_GPU_REPLAYS=300 bash integration/gpu_run.sh exactness -k graph -rA (vLLM "
+                                 "0.26.0's FA3 library; branch graph-arena at 55760c3: the captures' metadata arena)",
 }
 
 
@@ -113,7 +116,9 @@ HEADLINE = {"vllm-small": "vLLM 0.26, gemma-3-1b-like (host-bound), CUDA graphs"
             "vllm-small-det-h100": "the same on an H100, every server under `TORCHINDUCTOR_DETERMINISTIC=1` (an "
                                    "experiment on vLLM's own fresh-server differences, not a speed claim)",
             "vllm-small-nocompile-h100": "the same on an H100 without torch.compile (compilation mode NONE, full decode "
-                                         "graphs; 4 + 4, cut by device time)",
+                                         "graphs; 4 + 4, cut by device time; before the metadata arena)",
+            "vllm-small-nocompile-h100-arena": "the same with the captures' metadata arena (docs/graph-memory-layout.md; "
+                                               "4 + 4, what the device time allowed)",
             "sglang-small": "SGLang 0.5.16, gemma-3-1b-like, CUDA graphs",
             "sglang-eagle": "SGLang 0.5.16, Qwen3-32B TP4 rank + EAGLE3 draft (topk 1), CUDA graphs (cut by device time)",
             "vllm-gemma": "vLLM 0.26, Gemma-3-12B-like (40 sliding : 8 full), CUDA graphs (2 machines; cut by device time)",
