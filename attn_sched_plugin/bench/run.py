@@ -9,6 +9,7 @@ import time
 import torch
 
 from .. import __version__
+from ..activation import PROCESS
 from ..verify import bitwise_equal
 from .builds import FA3Build
 from .presets import MODES, Preset
@@ -25,7 +26,11 @@ def point(preset: Preset, build: FA3Build, batch: int, context: int, mode: str, 
     host_work = {"engine": step.engine_precompute}
     if mode in GRAPHED:
         step.engine_precompute()  # the engine's persistent buffer exists before capture
-        graphs = {v: capture(lambda v=v: step.run(v)) for v in VARIANTS}
+        PROCESS.graphs.install()  # captured as in an engine the plugin is active in: each with its arena
+        try:
+            graphs = {v: capture(lambda v=v: step.run(v)) for v in VARIANTS}
+        finally:
+            PROCESS.graphs.uninstall()  # the graphs keep their arenas
         runs = {v: g.replay for v, g in graphs.items()}
     else:
         runs = {v: (lambda v=v: step.run(v, captured=False)) for v in VARIANTS}
