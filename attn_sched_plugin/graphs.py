@@ -70,13 +70,21 @@ def _counting(replay):
 replayed = _counting(lambda graph: None)
 
 
+class _Capture:
+    """A capture begun or booked and not yet ended: the prepare launches it avoided so far, and its arena."""
+
+    __slots__ = ("avoided", "arena")
+
+    def __init__(self):
+        self.avoided, self.arena = 0, None
+
+
 class GraphCounts:
     """The captured graphs of this process: captures booked, graphs counted, and the CUDAGraph wrappers."""
 
     def __init__(self):
         self._lock = threading.Lock()
-        self._pending: dict[int, int] = {}  # capture id -> launches avoided so far in that capture
-        self._arenas: dict[int, Arena] = {}  # capture id -> its arena, until the capture ends
+        self._pending: dict[int, _Capture] = {}  # capture id -> what that capture holds, until it ends
         self._unowned: list[Arena] = []  # arenas of graphs that cannot hold one: kept for the process's life
         self._live: set = set()  # the _Count of each counted graph still alive
         self._retired = Counter()  # _FIELDS of counted graphs since collected
@@ -84,31 +92,36 @@ class GraphCounts:
         # called every SUMMARY_EVERY replays of a counted graph (the observer's periodic summary check)
         self.on_replay: Callable[[], None] | None = None
 
+    def _capture(self, capture_id: int) -> _Capture:
+        """Capture ``capture_id``'s record, made if new (under ``_lock``). Beyond ``MAX_PENDING`` the oldest goes:
+        its capture never ended; an arena it wrote to is kept, as that capture may yet end into a graph."""
+        capture = self._pending.get(capture_id)
+        if capture is None:
+            if len(self._pending) >= MAX_PENDING:
+                oldest = self._pending.pop(next(iter(self._pending)))
+                if oldest.arena is not None and oldest.arena.used:
+                    self._unowned.append(oldest.arena)
+            capture = self._pending[capture_id] = _Capture()
+        return capture
+
     def book(self, capture_id: int, avoided: int) -> None:
         """The interceptor's record of one captured call (+1 injected, -1 computed)."""
         with self._lock:
-            pending = self._pending
-            if capture_id not in pending and len(pending) >= MAX_PENDING:
-                del pending[next(iter(pending))]  # the oldest: its capture never ended
-            pending[capture_id] = pending.get(capture_id, 0) + avoided
+            self._capture(capture_id).avoided += avoided
 
     def opened(self, capture_id: int, arena: Arena) -> None:
         """Capture ``capture_id`` began with ``arena`` allocated for it."""
         if capture_id in (context.NOT_CAPTURING, context.UNKNOWN_CAPTURE):
             return
         with self._lock:
-            arenas = self._arenas
-            if len(arenas) >= MAX_PENDING:
-                oldest = arenas.pop(next(iter(arenas)))
-                if oldest.used:  # its capture may yet end into a graph that writes there: never freed
-                    self._unowned.append(oldest)
-            arenas[capture_id] = arena
+            self._capture(capture_id).arena = arena
 
     def keep(self, capture_id: int, metadata: torch.Tensor) -> torch.Tensor:
         """``metadata`` computed in capture ``capture_id``, moved into that capture's arena; itself where the
         capture has no arena (begun before ``install``) or the arena is full (logged once)."""
         with self._lock:
-            arena = self._arenas.get(capture_id)
+            capture = self._pending.get(capture_id)
+        arena = None if capture is None else capture.arena
         kept = None if arena is None else arena.keep(metadata)
         if kept is None:
             if arena is not None:
@@ -121,8 +134,8 @@ class GraphCounts:
         """``graph``'s capture (``capture_id``) ended: it keeps its arena if it wrote there, and avoids what its
         capture booked, at every replay."""
         with self._lock:
-            avoided = self._pending.pop(capture_id, 0)
-            arena = self._arenas.pop(capture_id, None)
+            capture = self._pending.pop(capture_id, None) or _Capture()
+        avoided, arena = capture.avoided, capture.arena
         if arena is not None and arena.used:
             try:
                 setattr(graph, _ARENA, arena)
