@@ -25,8 +25,6 @@ VLLM=vllm-0.26.0
 SGLANG=sglang-0.5.16
 RUN="python3 -m integration.serve_ab run"
 VLLM_FA3=ATTN_SCHED_FA3_LIB=/tmp/engines/$VLLM/site/vllm/vllm_flash_attn/_vllm_fa3_C.abi3.so
-JOBS="vllm vllm_eager sglang bench_extend sglang_graphs vllm_small sglang_small vllm_gemma sglang_eagle vllm_gptoss
-  vllm_small_det sglang_gemma sglang_dense vllm_small_nocompile"
 # shortened seed-PR workloads (10-minute calls): a decode phase and a prefill phase per fresh server
 SHORT="--workloads decode-c4,prefill-c8 --override decode-c4:output=128,prompts=8 --override prefill-c8:output=16,prompts=8"
 mkdir -p "$PLAN"
@@ -93,6 +91,7 @@ SGLANG_AB=(--engine sglang --env /tmp/engines/$SGLANG/env.sh "${AB[@]}" --varian
   --extra-server-args "--cuda-graph-max-bs 16 --max-running-requests 16")
 AB_JOBS=$(echo vllm_small sglang_small vllm_gemma sglang_eagle vllm_gptoss vllm_small_det sglang_gemma sglang_dense \
   vllm_small_nocompile)  # one line, single spaces
+JOBS="vllm vllm_eager sglang bench_extend sglang_graphs $AB_JOBS"  # every job the wait and pack phases follow
 SUFFIX=${TAG:+-$TAG}
 # the host-bound small model with seeded weights (make_models.py --weights)
 VLLM_SMALL=("${VLLM_AB[@]}" --models gemma-3-1b-like --out $PLAN/vllm-small$SUFFIX)
