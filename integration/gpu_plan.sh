@@ -6,7 +6,8 @@
 #   bash integration/gpu_plan.sh vllm [JOB:GPU...]    # parts parked in /tmp/parts/vllm-0.26.0 (2 since the part
 #                                                     # keeps the MoE ops), else carried in .engines/vllm-0.26.0;
 #                                                     # fa3-fwd in .gpu/fa3_fwd, FA3's upstream tests in
-#                                                     # .carry/upstream; default jobs vllm:0 vllm_eager:1
+#                                                     # .carry/upstream; default jobs vllm:0 vllm_eager:1;
+#                                                     # jobs named for one GPU run one after another
 #   bash integration/gpu_plan.sh park NAME            # what is carried of .engines/NAME (one part, SHA256SUMS,
 #                                                     # manifest.json) -> /tmp/parts/NAME (SGLang: 3 calls, vLLM 2)
 #   bash integration/gpu_plan.sh sglang [JOB:GPU...]  # after the last part is parked; default job sglang:any
@@ -148,11 +149,12 @@ ab_job() {  # ab_job NAME: the engine's checks, then the A/B step NAME (vllm_sma
 }
 for job in $AB_JOBS; do eval "${job}_job() { ab_job $job; }"; done
 
-start() {  # start NAME GPU: run NAME_job detached on that GPU, from the copy of the checkout
-  touch "$PLAN/$1.started"
-  setsid bash -c "export CUDA_VISIBLE_DEVICES=$2; cd $REPO && source integration/gpu_plan.sh --functions && ${1}_job; touch $PLAN/$1.done" \
-    > "$PLAN/$1.job.log" 2>&1 < /dev/null &
-  echo "started the $1 job (pid $!); follow it with: bash integration/gpu_plan.sh wait SECONDS"
+start() {  # start NAME GPU [AFTER]: run NAME_job detached on that GPU, from the copy of the checkout, once job
+  # AFTER is done (one GPU, one job at a time: a second A/B on the same card would skew both)
+  rm -f "$PLAN/$1.done" && touch "$PLAN/$1.started"
+  setsid bash -c "${3:+until [ -f $PLAN/$3.done ]; do sleep 5; done; }export CUDA_VISIBLE_DEVICES=$2; cd $REPO &&
+    source integration/gpu_plan.sh --functions && ${1}_job; touch $PLAN/$1.done" > "$PLAN/$1.job.log" 2>&1 < /dev/null &
+  echo "started the $1 job (pid $!)${3:+, after the $3 job}; follow it with: bash integration/gpu_plan.sh wait SECONDS"
 }
 
 setup() {  # the checkout's copy the jobs run from; results an earlier (given back) machine brought back
@@ -162,8 +164,9 @@ setup() {  # the checkout's copy the jobs run from; results an earlier (given ba
     tar -xf - -C "$PLAN"
 }
 
-start_jobs() {  # start_jobs JOB:GPU...
-  local job; for job in "$@"; do start "${job%%:*}" "${job#*:}"; done
+start_jobs() {  # start_jobs JOB:GPU...: jobs named for one GPU run one after another, in the order given
+  local job; local -A last=()
+  for job in "$@"; do start "${job%%:*}" "${job#*:}" "${last[${job#*:}]:-}"; last[${job#*:}]=${job%%:*}; done
 }
 
 pack() {

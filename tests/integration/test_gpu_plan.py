@@ -65,3 +65,18 @@ def test_the_nocompile_job_hands_vllm_one_compilation_config_beside_the_common_f
     flags = shlex.split(args[args.index("--extra-server-args") + 1])
     assert flags == ["--max-cudagraph-capture-size", "16", "--max-num-seqs", "16", "--compilation-config",
                      json.dumps({"mode": "NONE", "cudagraph_mode": "FULL_DECODE_ONLY"})]
+
+
+def test_jobs_named_for_one_gpu_run_one_after_another_and_other_gpus_do_not_wait(tmp_path):
+    """Two A/B plans side by side on one card would each time the other; a job on another card starts at once."""
+    fake = tmp_path / "repo" / "integration" / "gpu_plan.sh"
+    fake.parent.mkdir(parents=True)
+    log = tmp_path / "order.log"
+    fake.write_text("".join(f'{j}_job() {{ echo "{j} start $CUDA_VISIBLE_DEVICES" >> {log}; sleep {s}; '
+                            f'echo "{j} end" >> {log}; }}\n' for j, s in (("a", 1), ("b", 0), ("c", 0.3))))
+    script = (f'source {SCRIPT} --functions; PLAN={tmp_path}; REPO={tmp_path}/repo; start_jobs a:0 b:0 c:1; '
+              f'until [ -f {tmp_path}/b.done ] && [ -f {tmp_path}/c.done ]; do sleep 0.1; done')
+    subprocess.run(["bash", "-c", script], check=True, capture_output=True, timeout=30)
+    order = log.read_text().splitlines()
+    assert order.index("a end") < order.index("b start 0")
+    assert order.index("c start 1") < order.index("a end")
