@@ -9,7 +9,7 @@
 #                                                     # .carry/upstream; default jobs vllm:0 vllm_eager:1;
 #                                                     # jobs named for one GPU run one after another
 #   bash integration/gpu_plan.sh park NAME            # what is carried of .engines/NAME (one part, SHA256SUMS,
-#                                                     # manifest.json) -> /tmp/parts/NAME (SGLang: 3 calls, vLLM 2)
+#                                                     # manifest.json) -> /tmp/parts/NAME (SGLang: 4 calls, vLLM 2)
 #   bash integration/gpu_plan.sh sglang [JOB:GPU...]  # after the last part is parked; default job sglang:any
 #   bash integration/gpu_plan.sh wait SECONDS         # follow the jobs for SECONDS, then pack
 #   bash integration/gpu_plan.sh estimate JOB         # here or there: the runner's --dry-run time estimate of an
