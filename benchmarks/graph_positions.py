@@ -6,8 +6,8 @@ A graph replays the same kernels in the same order every step, so the n-th kerne
 op on every server of one model. Per server (its trace excerpt, ``runs/<id>/excerpt.trace.json[.xz]``):
 each position's median duration over the excerpt's replays, with FA3's prepare kernels left out (the ones
 the plugin removes). Kernels a variant adds (the plugin's arena copies, one per shape) or lacks are matched
-out of the sequences and listed apart, so that positions line up across variants. Per position: the median over a variant's
-servers, and whether every server of the variant lies above (or below) every ``off`` server. With
+out of the sequences and listed apart, so that positions line up across variants. Per position: the median
+over a variant's servers, and whether every server of the variant lies above (or below) every ``off`` server. With
 exchangeable servers, a position is separated one way with probability 1 / C(n_off + n_variant, n_variant);
 the count expected by chance is printed beside the observed one.
 

@@ -1,9 +1,10 @@
 """Pack a site folder into parts that each fit one call to the GPU machine.
 
 Why: a call carries at most 64 MiB, the working tree included (~11 MiB with the committed results, and
-growing), so the compressed site is cut into parts of at most PART_LIMIT bytes. ``tar | xz -9e`` because engine libraries compress
-up to 20x; tar is made reproducible (sorted names, fixed owner and times). Next to the parts go
-SHA256SUMS (what install.sh checks) and manifest.json (sizes, versions, checksums, trims).
+growing), so the compressed site is cut into parts of at most PART_LIMIT bytes. ``tar | xz -9e`` because
+engine libraries compress up to 20x; tar is made reproducible (sorted names, fixed owner and times).
+Next to the parts go SHA256SUMS (what install.sh checks) and manifest.json (sizes, versions, checksums,
+trims).
 """
 
 from __future__ import annotations
